@@ -1,0 +1,47 @@
+# glus: every target installs first (idempotent: a stamp file remembers a finished install).
+# `make train` runs the embedded default (a tiny GLUS on synthetic videos, CPU); `make test` runs the suite.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.glus-installed
+RECIPE ?= synthetic
+DATA ?= data/synthetic
+export HF_HUB_OFFLINE := 1
+export WANDB_MODE ?= offline
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test synth check train clean-venv help
+
+help:
+	@echo "make install | test | synth | check | train [RECIPE=$(RECIPE)]"
+
+install: $(STAMP)
+
+# A CUDA torch already on the machine is kept (the venv sees it); otherwise the CPU build torch==2.13.0.
+# sam2 goes in without its dependencies: they would pull torchvision and gigabytes of CUDA wheels.
+$(STAMP): pyproject.toml .ci/constraints.txt
+	@if $(PY) -c "import sys, torch; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then \
+		echo "install: keeping the CUDA torch of $(PY)"; \
+		test -x $(BIN)/python || $(PY) -m venv --system-site-packages $(VENV); \
+	else \
+		test -x $(BIN)/python || $(PY) -m venv $(VENV); \
+		$(BIN)/python -m pip install -q torch==2.13.0; \
+	fi
+	$(BIN)/python -m pip install -q "setuptools>=68" wheel
+	$(BIN)/python -m pip install -q -c .ci/constraints.txt -e ".[test]"
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install -q --no-build-isolation --no-deps sam2==1.1.0
+	$(BIN)/python -m glus.env_check
+	@touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+synth: install
+	$(BIN)/glus data synth --out $(DATA) --seed 0
+
+check: install
+	$(BIN)/glus data check $(DATA)/mevis --format mevis
+	$(BIN)/glus data check $(DATA)/refytvos --format refytvos
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,147 @@
+"""Write synthetic videos in the official MeViS and Ref-YouTube-VOS layouts.
+
+OUT/mevis/{train,valid_u}/{JPEGImages, meta_expressions.json, mask_dict.json}, OUT/mevis/valid (no masks: a
+server-style split); OUT/refytvos/{train,valid}/{JPEGImages, Annotations}, OUT/refytvos/meta_expressions/
+{train,valid,test}/meta_expressions.json, with the valid_u videos as refytvos valid (ground truth supplied) and
+a few extra videos listed in both the valid and the test metadata, which readers must subtract.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+from tqdm import tqdm
+
+from glus.data.synth.language import describe
+from glus.data.synth.render import render
+from glus.data.synth.scene import Scene, make_scene
+
+WIDTH, HEIGHT = 160, 120
+SPLIT_SALT = {"train": 0, "valid_u": 1, "valid": 2, "test": 3}
+
+
+@dataclass(eq=False)
+class SynthVideo:
+    vid: str
+    scene: Scene
+    frames: list[np.ndarray]
+    labels: list[np.ndarray]
+    referrals: list = field(default_factory=list)
+
+
+def make_video(seed: int, split: str, i: int, no_target_rate: float = 0.0) -> SynthVideo:
+    rng = np.random.default_rng([seed, SPLIT_SALT[split], i])
+    num_frames = int(rng.integers(12, 21))
+    scene = make_scene(rng, WIDTH, HEIGHT, num_frames)
+    frames, labels = render(scene, rng)
+    referrals = describe(scene, rng, no_target=rng.random() < no_target_rate)
+    return SynthVideo(f"{split}_{i:04d}", scene, frames, labels, referrals)
+
+
+def palette() -> list[int]:
+    """The DAVIS palette: index 0 black, then distinct colours by bit interleaving."""
+    out = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        out += [r, g, b]
+    return out
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def _write_frames(folder: Path, names: list[str], frames: list[np.ndarray]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in zip(names, frames):
+        Image.fromarray(frame).save(folder / f"{name}.jpg", quality=95)
+
+
+def _rle(mask: np.ndarray) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def write_mevis_split(out: Path, split: str, videos: list[SynthVideo], with_masks: bool) -> None:
+    folder = out / "mevis" / split
+    meta, mask_dict, next_anno = {}, {}, 0
+    for v in videos:
+        names = [f"{t:05d}" for t in range(len(v.frames))]
+        _write_frames(folder / "JPEGImages" / v.vid, names, v.frames)
+        anno_of = {}
+        for obj in v.scene.objects:
+            anno_of[obj.obj_id] = next_anno
+            mask_dict[str(next_anno)] = [
+                _rle(label == obj.obj_id + 1) if obj.present(t, WIDTH, HEIGHT) else None  # absent: null
+                for t, label in enumerate(v.labels)]
+            next_anno += 1
+        exps = {}
+        for k, ref in enumerate(v.referrals):
+            exps[str(k)] = {"exp": ref.text, "obj_id": ref.obj_ids}
+            if with_masks:
+                exps[str(k)]["anno_id"] = [anno_of[o] for o in ref.obj_ids]
+        meta[v.vid] = {"vid_id": v.vid, "frames": names, "expressions": exps}
+    _write_json(folder / "meta_expressions.json", {"videos": meta})
+    if with_masks:
+        _write_json(folder / "mask_dict.json", mask_dict)
+
+
+def write_refytvos_split(out: Path, split: str, videos: list[SynthVideo], extra_test: list[SynthVideo]) -> None:
+    """Single-object expressions only (Ref-YouTube-VOS has no multi-object ones); frames named every 5th."""
+    root = out / "refytvos"
+    pal = palette()
+    meta = {}
+    test_ids = {v.vid for v in extra_test}
+    for v in videos + extra_test:
+        names = [f"{5 * t:05d}" for t in range(len(v.frames))]
+        _write_frames(root / split / "JPEGImages" / v.vid, names, v.frames)
+        exps = {str(k): {"exp": r.text, "obj_id": str(r.obj_ids[0] + 1)}
+                for k, r in enumerate(x for x in v.referrals if len(x.obj_ids) == 1)}
+        meta[v.vid] = {"expressions": exps, "frames": names}
+        if v.vid in test_ids:
+            continue  # test videos carry no ground truth
+        ann = root / split / "Annotations" / v.vid
+        ann.mkdir(parents=True, exist_ok=True)
+        for name, label in zip(names, v.labels):
+            im = Image.frombytes("P", (label.shape[1], label.shape[0]), label.tobytes())
+            im.putpalette(pal)
+            im.save(ann / f"{name}.png")
+    _write_json(root / "meta_expressions" / split / "meta_expressions.json", {"videos": meta})
+    if extra_test:
+        test_meta = {v.vid: meta[v.vid] for v in extra_test}
+        _write_json(root / "meta_expressions" / "test" / "meta_expressions.json", {"videos": test_meta})
+
+
+def write_synthetic(out: str | Path, seed: int = 0, videos: int = 32, no_target_rate: float = 0.0,
+                    progress: bool = True) -> dict:
+    """Write the synthetic dataset; returns the number of videos per split."""
+    out = Path(out)
+    counts = {"train": videos, "valid_u": max(4, videos // 4), "valid": max(2, videos // 8), "test": 2}
+    made = {}
+    bar = tqdm(total=sum(counts.values()), desc="synthetic videos", disable=not progress)
+    for split, n in counts.items():
+        made[split] = []
+        for i in range(n):
+            made[split].append(make_video(seed, split, i, no_target_rate))
+            bar.update()
+    bar.close()
+    write_mevis_split(out, "train", made["train"], with_masks=True)
+    write_mevis_split(out, "valid_u", made["valid_u"], with_masks=True)
+    write_mevis_split(out, "valid", made["valid"], with_masks=False)
+    write_refytvos_split(out, "train", made["train"], [])
+    write_refytvos_split(out, "valid", made["valid_u"], made["test"])
+    return {k: len(v) for k, v in made.items()}
