@@ -37,7 +37,7 @@ def load_split(root: str | Path, name: str, on_error: str = "fail", cache_dir: P
     """The index of split `name` (e.g. "mevis/valid_u") under data root `root` (holding root/mevis/...)."""
     fmt, split = parse_split(name)
     dataset_dir = Path(root) / fmt
-    log = log or ProblemLog(on_error)
+    log = ProblemLog(on_error) if log is None else log
     folder = (cache_dir or default_cache_dir()) / f"{fmt}-{split}-{fingerprint(dataset_dir, fmt, split)}"
     if (folder / "index.json").is_file():
         return _load(folder)

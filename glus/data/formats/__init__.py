@@ -67,4 +67,5 @@ def read_dataset_dir(dataset_dir: Path, fmt: str, split: str, log: ProblemLog | 
     if not dataset_dir.is_dir():
         raise DataError("dataset folder not found", file=dataset_dir,
                         fix=f"see data_prep/README.md for how to obtain {fmt}")
-    return FORMATS[fmt].read(dataset_dir, split, log or ProblemLog(), name=f"{fmt}/{split}")
+    log = ProblemLog() if log is None else log
+    return FORMATS[fmt].read(dataset_dir, split, log, name=f"{fmt}/{split}")

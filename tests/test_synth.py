@@ -1,0 +1,85 @@
+"""The synthetic dataset: deterministic, valid in both layouts, and with every property GLUS needs."""
+import hashlib
+import json
+from collections import Counter
+
+import numpy as np
+
+from glus.cli import main
+from glus.data.cache import load_split
+from glus.data.masks import MaskReader
+from glus.data.synth import write_synthetic
+from glus.data.synth.writer import make_video
+
+
+def _digest(folder):
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_deterministic_by_seed(tmp_path):
+    write_synthetic(tmp_path / "a", seed=3, videos=4, progress=False)
+    write_synthetic(tmp_path / "b", seed=3, videos=4, progress=False)
+    write_synthetic(tmp_path / "c", seed=4, videos=4, progress=False)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b") != _digest(tmp_path / "c")
+
+
+def test_both_layouts_pass_the_checker(synth_root, capsys):
+    assert main(["data", "check", str(synth_root / "mevis"), "--format", "mevis"]) == 0
+    assert main(["data", "check", str(synth_root / "refytvos"), "--format", "refytvos"]) == 0
+    out = capsys.readouterr().out
+    assert "mevis/valid_u" in out and "refytvos/valid" in out and "ok: no problems" in out
+
+
+def test_refytvos_valid_subtracts_the_test_videos(synth_root):
+    valid = load_split(synth_root, "refytvos/valid")
+    mevis_valid_u = load_split(synth_root, "mevis/valid_u")
+    assert set(valid.videos) == set(mevis_valid_u.videos)  # the two extra "test" videos are gone
+    meta = json.loads((synth_root / "refytvos/meta_expressions/valid/meta_expressions.json").read_text())
+    assert len(meta["videos"]) == len(valid.videos) + 2
+
+
+def test_every_capability_is_exercised():
+    videos = [make_video(0, "train", i) for i in range(32)]
+    motions = Counter(o.motion for v in videos for o in v.scene.objects)
+    assert {"left", "right", "up", "down", "still", "speeding", "stopping", "entering", "leaving"} <= set(motions)
+    lookalikes = [v for v in videos if len({(o.colour, o.shape) for o in v.scene.objects}) < len(v.scene.objects)]
+    assert len(lookalikes) >= 8
+    for v in lookalikes:  # look-alikes are told apart by motion alone
+        pair = Counter((o.colour, o.shape) for o in v.scene.objects).most_common(1)[0][0]
+        kinds = [o.motion for o in v.scene.objects if (o.colour, o.shape) == pair]
+        assert len(set(kinds)) == len(kinds)
+    per_object = Counter((v.vid, tuple(r.obj_ids)) for v in videos for r in v.referrals)
+    assert sum(n >= 2 for k, n in per_object.items() if len(k[1]) == 1) >= 50  # positives for contrastive loss
+    assert any(len(r.obj_ids) > 1 for v in videos for r in v.referrals)  # expressions for several objects
+    texts = Counter((v.vid, r.text) for v in videos for r in v.referrals)
+    assert max(texts.values()) == 1  # no text refers to two different targets in one video
+
+
+def test_absent_and_occluded_objects(synth_root):
+    index = load_split(synth_root, "mevis/train")
+    reader = MaskReader(index)
+    masks = json.loads((synth_root / "mevis/train/mask_dict.json").read_text())
+    assert any(m is None for per_frame in masks.values() for m in per_frame)  # entering / leaving: null RLE
+    videos = [make_video(0, "train", i) for i in range(8)]
+    occluded = 0
+    for v in videos:
+        bars = [o for o in v.scene.objects if o.shape == "bar"]
+        for o in v.scene.objects:
+            if bars and o.shape != "bar":
+                visible = [(lab == o.obj_id + 1).sum() for lab in v.labels]
+                occluded += min(visible) < max(visible) * 0.7 and o.motion in ("left", "right", "speeding")
+    assert occluded >= 1
+    expr = index.expressions[0]
+    assert reader.targets(expr, range(3)).shape == (3, 120, 160)
+
+
+def test_no_target_expressions_on_request(tmp_path):
+    write_synthetic(tmp_path, seed=0, videos=4, no_target_rate=1.0, progress=False)
+    index = load_split(tmp_path, "mevis/train")
+    assert index.summary()["no_target"] == 4
+    empty = next(e for e in index.expressions if not e.has_target)
+    assert not np.any(MaskReader(index).target(empty, 0))
