@@ -1,0 +1,162 @@
+"""SAM-2 as GLUS' segmenter: frozen image encoder, a sparse prompt token per frame, mask decoder, memory.
+
+Pure network with stage methods (`encode_image`, `decode`, `step`); the per-clip memory lives in a state
+object that `step` receives and updates, so the streaming engine and training share this one code path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glus.model.memory import SAM2MemoryBank
+from glus.model.segmenter.build import build_sam2_model
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NO_OBJ_SCORE = -1024.0  # SAM-2's logit for "no object" masks
+
+
+@dataclass
+class FrameFeatures:
+    """SAM-2 backbone features of one frame for a batch of B: per level (HW, B, C) sequences."""
+
+    vision_feats: list
+    vision_pos: list
+    feat_sizes: list
+
+    def expand(self, batch: int) -> "FrameFeatures":
+        """Share one frame's features among `batch` expressions (no copy)."""
+        return FrameFeatures([f.expand(-1, batch, -1) for f in self.vision_feats],
+                             [p.expand(-1, batch, -1) for p in self.vision_pos], self.feat_sizes)
+
+    def high_res(self) -> list:
+        return [x.permute(1, 2, 0).reshape(x.size(1), x.size(2), *s)
+                for x, s in zip(self.vision_feats[:-1], self.feat_sizes[:-1])]
+
+
+@dataclass
+class SegOutput:
+    low_res_logits: torch.Tensor    # (B, 1, 4h, 4w) at a quarter of the SAM input size
+    high_res_logits: torch.Tensor   # (B, 1, S, S) at the SAM input size
+    ious: torch.Tensor              # (B, 1)
+    obj_ptr: torch.Tensor           # (B, C)
+    object_score_logits: torch.Tensor  # (B, 1)
+
+
+class SAM2Segmenter(nn.Module):
+    def __init__(self, config: str = "tiny", image_size: int | None = None, checkpoint: str | None = None,
+                 overrides: dict | None = None,
+                 train_image_encoder: bool = False,   # GLUS: frozen; features computed once per frame
+                 train_mask_decoder: bool = True,
+                 train_memory: bool = True,           # memory attention + memory encoder (+ pointer heads)
+                 end_to_end_memory: bool = True,      # gradients through memories of earlier frames
+                 temporal_encoding: bool = True,      # SAM-2's memory temporal encoding (published GLUS: off)
+                 object_pointers: bool = False,       # published GLUS: off
+                 num_memories: int | None = None, stride_train: int = 1, stride_eval: int = 3,
+                 gate_by_object_score: bool = False):  # SAM-2 tracking gates masks by its object score
+        super().__init__()
+        self.sam = build_sam2_model(config, image_size, checkpoint, overrides)
+        self.image_size = self.sam.image_size
+        self.train_image_encoder = train_image_encoder
+        self.gate_by_object_score = gate_by_object_score
+        self.memory = SAM2MemoryBank(self.sam, num_memories, stride_train, stride_eval, temporal_encoding,
+                                     object_pointers, end_to_end=end_to_end_memory)
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self._set_trainable(train_image_encoder, train_mask_decoder, train_memory)
+
+    def _set_trainable(self, image_encoder: bool, mask_decoder: bool, memory: bool) -> None:
+        self.sam.requires_grad_(False)
+        self.sam.image_encoder.requires_grad_(image_encoder)
+        self.sam.sam_mask_decoder.requires_grad_(mask_decoder)
+        for name in ("memory_attention", "memory_encoder", "obj_ptr_proj", "obj_ptr_tpos_proj"):
+            getattr(self.sam, name).requires_grad_(memory)
+        for name in ("maskmem_tpos_enc", "no_mem_embed", "no_mem_pos_enc", "no_obj_ptr", "no_obj_embed_spatial"):
+            param = getattr(self.sam, name, None)
+            if isinstance(param, nn.Parameter):
+                param.requires_grad_(memory)
+
+    # ---- stages -----------------------------------------------------------------------------------------
+
+    def preprocess(self, frames_BHWC_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB frames (B, H, W, 3) -> normalised (B, 3, S, S), resized as SAM-2's own transforms do."""
+        x = frames_BHWC_uint8.permute(0, 3, 1, 2).float() / 255.0
+        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
+                          antialias=True)
+        return (x - self.pixel_mean) / self.pixel_std
+
+    def encode_image(self, images_B3SS: torch.Tensor) -> FrameFeatures:
+        with torch.set_grad_enabled(self.train_image_encoder and torch.is_grad_enabled()):
+            backbone_out = self.sam.forward_image(images_B3SS)
+        _, feats, pos, sizes = self.sam._prepare_backbone_features(backbone_out)
+        return FrameFeatures(feats, pos, sizes)
+
+    def no_prompt(self, batch: int, device) -> torch.Tensor:
+        """SAM-2's sparse embedding when a frame has no prompt (one padding point): (B, 1, C)."""
+        coords = torch.zeros(batch, 1, 2, device=device)
+        labels = -torch.ones(batch, 1, dtype=torch.int32, device=device)
+        sparse, _ = self.sam.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        return sparse
+
+    def decode(self, pix_feat: torch.Tensor, feats: FrameFeatures, sparse_BNC: torch.Tensor,
+               multimask: bool = False) -> SegOutput:
+        """The mask decoder with a sparse prompt (e.g. the projected [SEG] token) and the no-mask dense prompt."""
+        sam = self.sam
+        B = pix_feat.size(0)
+        pe = sam.sam_prompt_encoder
+        dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(B, -1, *pe.image_embedding_size)
+        low, ious, tokens, obj_scores = sam.sam_mask_decoder(
+            image_embeddings=pix_feat, image_pe=pe.get_dense_pe(), sparse_prompt_embeddings=sparse_BNC,
+            dense_prompt_embeddings=dense, multimask_output=multimask, repeat_image=False,
+            high_res_features=feats.high_res())
+        if sam.pred_obj_scores and self.gate_by_object_score:
+            low = torch.where(obj_scores[:, None, None] > 0, low, NO_OBJ_SCORE)
+        low = low.float()
+        token = tokens[:, 0]
+        if multimask:
+            best = ious.argmax(-1)
+            rows = torch.arange(B, device=low.device)
+            low, ious = low[rows, best].unsqueeze(1), ious[rows, best].unsqueeze(1)
+            if tokens.size(1) > 1:
+                token = tokens[rows, best]
+        high = F.interpolate(low, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return SegOutput(low, high, ious, self._object_pointer(token, obj_scores), obj_scores)
+
+    def _object_pointer(self, token: torch.Tensor, obj_scores: torch.Tensor) -> torch.Tensor:
+        sam = self.sam
+        ptr = sam.obj_ptr_proj(token)
+        if sam.pred_obj_scores:
+            appearing = obj_scores.sigmoid() if sam.soft_no_obj_ptr else (obj_scores > 0).float()
+            if sam.fixed_no_obj_ptr:
+                ptr = appearing * ptr
+            ptr = ptr + (1 - appearing) * sam.no_obj_ptr
+        return ptr
+
+    def mask_as_output(self, feats: FrameFeatures, mask_B1SS: torch.Tensor) -> SegOutput:
+        """A given mask (e.g. a ground-truth first frame) used as the frame's output, as SAM-2 does."""
+        pix = feats.vision_feats[-1].permute(1, 2, 0).reshape(-1, self.sam.hidden_dim, *feats.feat_sizes[-1])
+        low, high, ious, _, _, ptr, score = self.sam._use_mask_as_output(pix, feats.high_res(), mask_B1SS)
+        return SegOutput(low, high, ious, ptr, score)
+
+    def step(self, state, frame_idx: int, feats: FrameFeatures, sparse_BNC: torch.Tensor | None = None,
+             mask_input: torch.Tensor | None = None, multimask: bool = False) -> SegOutput:
+        """Segment one frame with memory, then write it to memory. Exactly one of sparse prompt / mask."""
+        if mask_input is not None:
+            out = self.mask_as_output(feats, mask_input)
+        else:
+            pix = self.memory.read(state, frame_idx, feats)
+            out = self.decode(pix, feats, sparse_BNC, multimask)
+        self.memory.write(state, frame_idx, feats, out.high_res_logits, out.object_score_logits, out.obj_ptr,
+                          is_cond=mask_input is not None)
+        return out
+
+    def reset(self, num_frames: int | None = None, reverse: bool = False):
+        return self.memory.reset(self.training, num_frames, reverse)
+
+    @staticmethod
+    def to_frame_size(logits_B1hw: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Mask logits upsampled to the original frame size (B, H, W)."""
+        return F.interpolate(logits_B1hw, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
