@@ -62,6 +62,7 @@ class SAM2Segmenter(nn.Module):
         self.image_size = self.sam.image_size
         self.train_image_encoder = train_image_encoder
         self.gate_by_object_score = gate_by_object_score
+        self.multimask = False  # GLUS decodes one mask per [SEG]
         self.memory = SAM2MemoryBank(self.sam, num_memories, stride_train, stride_eval, temporal_encoding,
                                      object_pointers, end_to_end=end_to_end_memory)
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -69,15 +70,31 @@ class SAM2Segmenter(nn.Module):
         self._set_trainable(train_image_encoder, train_mask_decoder, train_memory)
 
     def _set_trainable(self, image_encoder: bool, mask_decoder: bool, memory: bool) -> None:
-        self.sam.requires_grad_(False)
-        self.sam.image_encoder.requires_grad_(image_encoder)
-        self.sam.sam_mask_decoder.requires_grad_(mask_decoder)
-        for name in ("memory_attention", "memory_encoder", "obj_ptr_proj", "obj_ptr_tpos_proj"):
-            getattr(self.sam, name).requires_grad_(memory)
-        for name in ("maskmem_tpos_enc", "no_mem_embed", "no_mem_pos_enc", "no_obj_ptr", "no_obj_embed_spatial"):
-            param = getattr(self.sam, name, None)
-            if isinstance(param, nn.Parameter):
-                param.requires_grad_(memory)
+        """Freeze by rule: only parts that the GLUS forward uses and the losses reach can train, so that
+        "trainable" always means "receives a gradient" (no unused parameters under DeepSpeed/DDP)."""
+        sam, decoder = self.sam, self.sam.sam_mask_decoder
+        sam.requires_grad_(False)
+        sam.image_encoder.requires_grad_(image_encoder)
+        decoder.requires_grad_(mask_decoder)
+        unused = [decoder.iou_prediction_head]  # IoU estimates are not supervised
+        if not self.gate_by_object_score:
+            unused.append(decoder.pred_obj_score_head)
+        if not self.multimask:  # hypernetworks of the 3 extra masks and their tokens
+            unused += list(decoder.output_hypernetworks_mlps)[1:]
+        for module in unused:
+            module.requires_grad_(False)
+        mem = ["memory_attention", "memory_encoder", "maskmem_tpos_enc", "no_mem_embed", "no_mem_pos_enc",
+               "no_obj_embed_spatial"]
+        if self.memory.object_pointers:
+            mem += ["obj_ptr_proj", "obj_ptr_tpos_proj", "no_obj_ptr"]
+        for name in mem:
+            part = getattr(sam, name, None)
+            if part is not None:
+                part.requires_grad_(memory)
+        if not self.memory.temporal_encoding:
+            sam.maskmem_tpos_enc.requires_grad_(False)
+        if sam.directly_add_no_mem_embed:  # the no-memory position encoding is never used then
+            sam.no_mem_pos_enc.requires_grad_(False)
 
     # ---- stages -----------------------------------------------------------------------------------------
 
@@ -89,9 +106,16 @@ class SAM2Segmenter(nn.Module):
         return (x - self.pixel_mean) / self.pixel_std
 
     def encode_image(self, images_B3SS: torch.Tensor) -> FrameFeatures:
+        """As `SAM2Base.forward_image`, but the decoder's high-resolution projections (conv_s0, conv_s1) run
+        outside the frozen encoder's no_grad, so that they train with the mask decoder."""
+        sam = self.sam
         with torch.set_grad_enabled(self.train_image_encoder and torch.is_grad_enabled()):
-            backbone_out = self.sam.forward_image(images_B3SS)
-        _, feats, pos, sizes = self.sam._prepare_backbone_features(backbone_out)
+            backbone_out = sam.image_encoder(images_B3SS)
+        if sam.use_high_res_features_in_sam:
+            fpn = backbone_out["backbone_fpn"]
+            fpn[0] = sam.sam_mask_decoder.conv_s0(fpn[0])
+            fpn[1] = sam.sam_mask_decoder.conv_s1(fpn[1])
+        _, feats, pos, sizes = sam._prepare_backbone_features(backbone_out)
         return FrameFeatures(feats, pos, sizes)
 
     def no_prompt(self, batch: int, device) -> torch.Tensor:

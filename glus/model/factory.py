@@ -1,0 +1,51 @@
+"""Tiny configurations built in code: every module of the 7B model, at a size that runs on 2 CPU cores.
+
+`tiny_glus()` is what tests and the synthetic recipe use; the 7B shapes are built on the meta device by
+`lisa_7b_shapes()` to count parameters without weights.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+from glus.model.glus import GLUS
+from glus.model.losses import LossWeights
+from glus.model.mllm import MultimodalLM, VisionLanguageConfig, build_tiny_tokenizer
+from glus.model.mllm.lora import apply_lora, set_lm_trainables
+from glus.model.mllm.tokenizer import SPECIAL_TOKENS
+from glus.model.segmenter import SAM2Segmenter
+
+
+def tiny_clip_config(**kw) -> CLIPVisionConfig:
+    return CLIPVisionConfig(**{"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                               "num_attention_heads": 2, "image_size": 224, "patch_size": 14, **kw})
+
+
+def tiny_llama_config(vocab_size: int, **kw) -> LlamaConfig:
+    return LlamaConfig(**{"vocab_size": vocab_size, "hidden_size": 64, "intermediate_size": 128,
+                          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
+                          "max_position_embeddings": 2048, "tie_word_embeddings": False, **kw})
+
+
+def tiny_mllm(tokenizer=None, vl: VisionLanguageConfig | None = None, seed: int = 0) -> tuple[MultimodalLM, object]:
+    tokenizer = tokenizer or build_tiny_tokenizer()
+    torch.manual_seed(seed)
+    vision = CLIPVisionModel(tiny_clip_config())
+    lm = LlamaForCausalLM(tiny_llama_config(len(tokenizer)))
+    mllm = MultimodalLM(vision, lm, vl or VisionLanguageConfig())
+    return mllm, tokenizer
+
+
+def tiny_glus(seed: int = 0, lora: bool = True, embeddings: str = "all", lm_head: bool = True,
+              projector: bool = True, vl: VisionLanguageConfig | None = None, segmenter_kwargs: dict | None = None,
+              loss_weights: LossWeights | None = None):
+    """(GLUS, tokenizer) with LISA's trainable set: LoRA q,v + embeddings + lm_head + projector + [SEG]
+    projection + mask decoder (+ memory attention and encoder, end to end)."""
+    mllm, tokenizer = tiny_mllm(vl=vl, seed=seed)
+    if lora:
+        apply_lora(mllm)
+    new_ids = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
+    set_lm_trainables(mllm, embeddings=embeddings, lm_head=lm_head, projector=projector, new_token_ids=new_ids)
+    torch.manual_seed(seed + 1)
+    segmenter = SAM2Segmenter("tiny", **(segmenter_kwargs or {}))
+    return GLUS(mllm, segmenter, loss_weights), tokenizer

@@ -1,0 +1,107 @@
+"""GLUS for one batch of clips: multimodal LM -> one [SEG] per query frame -> SAM-2 decoder with memory.
+
+Several expressions of one video share that video's CLIP and SAM-2 features: frames are encoded once per
+video and gathered per expression.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glus.model.losses import LossWeights, bce_loss, ce_loss, dice_loss, label_positions
+from glus.model.mllm.model import MultimodalLM
+from glus.model.mllm.prompt import PromptBatch
+from glus.model.segmenter import FrameFeatures, SAM2Segmenter
+
+
+@dataclass
+class ClipBatch:
+    clip_frames: torch.Tensor          # (V, F, 3, h, w) CLIP input: context frames then query frames, per video
+    sam_frames: torch.Tensor           # (V, Q, 3, S, S) SAM-2 input of the query frames
+    prompts: PromptBatch               # E expressions
+    video_index: torch.Tensor          # (E,) the video of each expression
+    masks: torch.Tensor | None = None  # (E, Q, H, W) bool ground truth, at the size losses are computed
+    meta: dict = field(default_factory=dict)  # ids for logging and the contrastive bank
+
+
+@dataclass
+class GLUSOutput:
+    mask_logits: torch.Tensor     # (E, Q, S, S) at the SAM-2 input size (upsample with `logits_at_size`)
+    seg_embeddings: torch.Tensor  # (E, Q, prompt_dim) [SEG] after text_hidden_fcs: the sparse prompts
+    seg_hidden: torch.Tensor      # (E, Q, D) last-layer hidden states that predict [SEG]
+    lm_logits: torch.Tensor       # (N, vocab) at the supervised positions
+    lm_targets: torch.Tensor      # (N,)
+    object_scores: torch.Tensor   # (E, Q) SAM-2 object score logits
+
+
+def select_batch(feats: FrameFeatures, index: torch.Tensor) -> FrameFeatures:
+    return FrameFeatures([f.index_select(1, index) for f in feats.vision_feats],
+                         [p.index_select(1, index) for p in feats.vision_pos], feats.feat_sizes)
+
+
+class GLUS(nn.Module):
+    def __init__(self, mllm: MultimodalLM, segmenter: SAM2Segmenter, loss_weights: LossWeights | None = None,
+                 train_seg_projection: bool = True):
+        super().__init__()
+        self.mllm, self.segmenter = mllm, segmenter
+        self.loss_weights = loss_weights or LossWeights()
+        d, out = mllm.hidden_size, segmenter.sam.sam_prompt_embed_dim
+        # LISA's name and layout (text_hidden_fcs.0.{0,2}); GLUS re-initialises it for SAM-2's prompt size.
+        self.text_hidden_fcs = nn.ModuleList([nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True),
+                                                            nn.Linear(d, out), nn.Dropout(0.0))])
+        self.text_hidden_fcs.requires_grad_(train_seg_projection)
+
+    # ---- stages -----------------------------------------------------------------------------------------
+
+    def language(self, batch: ClipBatch):
+        """Hidden states at [SEG] and LM logits at the supervised positions."""
+        V, Fn = batch.clip_frames.shape[:2]
+        visual = self.mllm.encode_frames(batch.clip_frames.flatten(0, 1))  # each frame once
+        visual = visual.view(V, Fn, *visual.shape[1:])[batch.video_index]  # (E, F, K, D)
+        p = batch.prompts
+        hidden, _ = self.mllm.hidden_states(self.mllm.embed(p.input_ids, visual), p.attention_mask)
+        rows = torch.arange(len(hidden), device=hidden.device)[:, None]
+        seg_hidden = hidden[rows, p.seg_positions - 1]  # the position that predicts [SEG] (LISA, GLUS)
+        (r, c), targets = label_positions(p.labels)
+        return seg_hidden, self.mllm.logits_at(hidden[r, c]), targets
+
+    def segment(self, batch: ClipBatch, seg_embeddings: torch.Tensor):
+        """Query frames in order through the SAM-2 decoder, each conditioned on the memory of earlier ones."""
+        V, Q = batch.sam_frames.shape[:2]
+        feats = self.segmenter.encode_image(batch.sam_frames.flatten(0, 1))  # (V*Q) frames, once each
+        state = self.segmenter.reset(num_frames=Q)
+        logits, scores = [], []
+        for q in range(Q):
+            frame_feats = select_batch(feats, batch.video_index * Q + q)
+            out = self.segmenter.step(state, q, frame_feats, sparse_BNC=seg_embeddings[:, q:q + 1])
+            logits.append(out.high_res_logits[:, 0])
+            scores.append(out.object_score_logits[:, 0])
+        return torch.stack(logits, 1), torch.stack(scores, 1)
+
+    def forward(self, batch: ClipBatch) -> GLUSOutput:
+        seg_hidden, lm_logits, targets = self.language(batch)
+        seg_embeddings = self.text_hidden_fcs[0](seg_hidden.to(self.text_hidden_fcs[0][0].weight.dtype))
+        mask_logits, scores = self.segment(batch, seg_embeddings)
+        return GLUSOutput(mask_logits, seg_embeddings, seg_hidden, lm_logits, targets, scores)
+
+    # ---- losses -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def logits_at_size(mask_logits_EQSS: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        E, Q = mask_logits_EQSS.shape[:2]
+        up = F.interpolate(mask_logits_EQSS.flatten(0, 1)[:, None], size=(height, width), mode="bilinear",
+                           align_corners=False)
+        return up.view(E, Q, height, width)
+
+    def losses(self, out: GLUSOutput, batch: ClipBatch) -> dict[str, torch.Tensor]:
+        w = self.loss_weights
+        gt = batch.masks
+        logits = self.logits_at_size(out.mask_logits, *gt.shape[-2:]).flatten(0, 1)
+        terms = {"ce": ce_loss(out.lm_logits, out.lm_targets),
+                 "bce": bce_loss(logits, gt.flatten(0, 1)),
+                 "dice": dice_loss(logits, gt.flatten(0, 1))}
+        terms["loss"] = w.ce * terms["ce"] + w.bce * terms["bce"] + w.dice * terms["dice"]
+        return terms

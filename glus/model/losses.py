@@ -1,0 +1,44 @@
+"""GLUS losses: CE at [SEG] (or the whole answer), BCE and Dice on masks (LISA's forms), weighted."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from glus.model.mllm.prompt import IGNORE_INDEX
+
+
+@dataclass
+class LossWeights:
+    ce: float = 1.0
+    bce: float = 2.0
+    dice: float = 0.5
+    contrastive: float = 0.1
+
+
+def bce_loss(logits_NHW: torch.Tensor, targets_NHW: torch.Tensor) -> torch.Tensor:
+    """Per-pixel BCE, averaged over the pixels of each mask, then over masks."""
+    return F.binary_cross_entropy_with_logits(logits_NHW, targets_NHW.float(), reduction="none").flatten(1).mean(1).mean()
+
+
+def dice_loss(logits_NHW: torch.Tensor, targets_NHW: torch.Tensor, scale: float = 1000.0,
+              eps: float = 1e-6) -> torch.Tensor:
+    """LISA's Dice (probabilities and targets divided by `scale` for numerical range), averaged over masks.
+    An empty target with an empty prediction costs 0."""
+    p = logits_NHW.sigmoid().flatten(1) / scale
+    t = targets_NHW.float().flatten(1) / scale
+    dice = (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) + eps)
+    return (1 - dice).mean()
+
+
+def ce_loss(lm_logits_ND: torch.Tensor, targets_N: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(lm_logits_ND.float(), targets_N)
+
+
+def label_positions(labels_EL: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal LM targets: the hidden state at position i predicts labels[i + 1]. Returns (rows, cols) of the
+    predicting positions and the target ids."""
+    shifted = labels_EL[:, 1:]
+    rows, cols = (shifted != IGNORE_INDEX).nonzero(as_tuple=True)
+    return (rows, cols), shifted[rows, cols]

@@ -1,0 +1,122 @@
+"""A LISA-style multimodal LM: vision tower + projector + any transformers causal LM.
+
+Projected visual tokens are spliced into `inputs_embeds` where the prompt holds <image> placeholders (one
+placeholder id per visual token, so the splice is a masked scatter with no offsets to compute).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glus.model.mllm.tokenizer import IMAGE_TOKEN_INDEX
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class VisionLanguageConfig:
+    select_layer: int = -2          # LLaVA/LISA: the second-to-last hidden state of the vision tower
+    pooling: str = "strip"          # "strip": avg over 4 consecutive raster tokens (published); "2x2": spatial
+    pool: int = 4                   # tokens pooled into one (strip length, or 4 = 2x2)
+    projector: str = "linear"       # "linear" (LISA-7B-v1) or "mlp2x_gelu" (LLaVA-1.5)
+    image_size: int = 224
+
+
+def build_projector(kind: str, vision_dim: int, lm_dim: int) -> nn.Sequential:
+    if kind == "linear":
+        return nn.Sequential(nn.Linear(vision_dim, lm_dim))
+    if kind == "mlp2x_gelu":
+        return nn.Sequential(nn.Linear(vision_dim, lm_dim), nn.GELU(), nn.Linear(lm_dim, lm_dim))
+    raise ValueError(f"unknown projector {kind!r}: 'linear' or 'mlp2x_gelu'")
+
+
+def pool_tokens(patches_NPC: torch.Tensor, mode: str, pool: int) -> torch.Tensor:
+    """(N, P, C) patch features -> (N, P / pool, C)."""
+    n, p, c = patches_NPC.shape
+    if mode == "none" or pool == 1:
+        return patches_NPC
+    if mode == "strip":  # the published GLUS: kernel `pool` over the flattened raster sequence
+        return patches_NPC.view(n, p // pool, pool, c).mean(2)
+    if mode == "2x2":
+        side, k = int(round(p ** 0.5)), int(round(pool ** 0.5))
+        if side * side != p or k * k != pool or side % k:
+            raise ValueError(f"2x2 pooling needs a square patch grid divisible by {k}, got {p} patches")
+        grid = patches_NPC.view(n, side // k, k, side // k, k, c)
+        return grid.mean((2, 4)).reshape(n, -1, c)
+    raise ValueError(f"unknown pooling {mode!r}: 'strip', '2x2' or 'none'")
+
+
+class MultimodalLM(nn.Module):
+    def __init__(self, vision_tower: nn.Module, language_model: nn.Module, config: VisionLanguageConfig,
+                 image_token_id: int = IMAGE_TOKEN_INDEX, train_vision_tower: bool = False):
+        super().__init__()
+        self.vision_tower, self.language_model, self.config = vision_tower, language_model, config
+        self.image_token_id = image_token_id
+        self.train_vision_tower = train_vision_tower
+        vcfg = vision_tower.config
+        self.drop_cls = "clip" in type(vcfg).__name__.lower()  # CLIP has a CLS token, SigLIP has none
+        self.projector = build_projector(config.projector, vcfg.hidden_size, self.lm_config.hidden_size)
+        self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        vision_tower.requires_grad_(train_vision_tower)
+
+    @property
+    def lm_config(self):
+        return self.base_lm.config
+
+    @property
+    def base_lm(self) -> nn.Module:
+        """The causal LM under any peft wrapper (LoRA layers injected in place)."""
+        lm = self.language_model
+        return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+
+    @property
+    def hidden_size(self) -> int:
+        return self.lm_config.hidden_size
+
+    def tokens_per_frame(self) -> int:
+        vcfg = self.vision_tower.config
+        patches = (vcfg.image_size // vcfg.patch_size) ** 2
+        return patches // (1 if self.config.pooling == "none" else self.config.pool)
+
+    def preprocess(self, frames_BHWC_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 frames -> CLIP input. The whole frame is resized to a square (no centre crop: objects near the
+        left and right borders stay visible)."""
+        x = frames_BHWC_uint8.permute(0, 3, 1, 2).float() / 255.0
+        size = self.vision_tower.config.image_size
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+        return (x - self.pixel_mean) / self.pixel_std
+
+    def encode_frames(self, pixels_N3HW: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, K, D_lm) projected visual tokens, K = tokens_per_frame()."""
+        with torch.set_grad_enabled(self.train_vision_tower and torch.is_grad_enabled()):
+            out = self.vision_tower(pixel_values=pixels_N3HW.to(self.vision_tower.dtype), output_hidden_states=True)
+            feats = out.hidden_states[self.config.select_layer]
+            feats = feats[:, 1:] if self.drop_cls else feats
+            feats = pool_tokens(feats, self.config.pooling, self.config.pool)
+        return self.projector(feats.to(self.projector[0].weight.dtype))
+
+    def embed(self, input_ids: torch.Tensor, visual_EIKD: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with the visual tokens of each prompt's images, in prompt order, spliced in."""
+        slots = input_ids == self.image_token_id
+        embeds = self.base_lm.get_input_embeddings()(input_ids.masked_fill(slots, 0))
+        visual = visual_EIKD.reshape(-1, visual_EIKD.size(-1)).to(embeds.dtype)
+        if int(slots.sum()) != visual.size(0):
+            raise ValueError(f"the prompts hold {int(slots.sum())} image slots but {visual.size(0)} visual tokens "
+                             "were given: frames per prompt or tokens per frame disagree")
+        return embeds.masked_scatter(slots.unsqueeze(-1), visual)
+
+    def hidden_states(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, past_key_values=None,
+                      use_cache: bool = False):
+        """Last-layer (final-norm) hidden states (E, L, D) of the decoder; full-vocabulary logits are left to
+        `logits_at`, so that training never materialises (E, L, vocab)."""
+        out = self.base_lm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                         past_key_values=past_key_values, use_cache=use_cache)
+        return out.last_hidden_state, getattr(out, "past_key_values", None)
+
+    def logits_at(self, hidden_ND: torch.Tensor) -> torch.Tensor:
+        return self.base_lm.get_output_embeddings()(hidden_ND)

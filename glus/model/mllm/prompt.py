@@ -1,0 +1,118 @@
+"""The llava_v1 conversation GLUS is trained on: 4 context frames, then one query round per query frame.
+
+    [BOS] SYSTEM USER: <ctx><ctx><ctx><ctx>\nCONTEXT_LINE\n<q1>\nCan you segment the {exp} in this frame?
+    ASSISTANT: It is [SEG].</s>USER: <q2>\n... ASSISTANT: Sure, [SEG].</s> ...
+
+Every image is <im_start> + K image slots + <im_end>, K = visual tokens per frame, so the splice of
+visual features and the [SEG] positions are found from the token ids, never from hard-coded offsets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from glus.model.mllm.tokenizer import IM_END, IM_START, IMAGE_TOKEN_INDEX, SEG_TOKEN
+
+IGNORE_INDEX = -100
+SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
+          "The assistant gives helpful, detailed, and polite answers to the human's questions.")
+CONTEXT_LINE = "These are context frames of a video. The tasks below are about the frames of this video."
+# {exp} carries its own article (see `with_article`): LISA's "segment the {class}" read "the the ..." on
+# referring expressions, which mostly start with one.
+QUESTIONS = (
+    "Can you segment {exp} in this frame?",
+    "Please segment {exp} in this frame.",
+    "What is {exp} in this frame? Please respond with segmentation mask.",
+    "Where is {exp} in this frame? Please output segmentation mask.",
+)
+ANSWERS = ("It is [SEG].", "Sure, [SEG].", "Sure, it is [SEG].", "Sure, the segmentation result is [SEG].")
+
+
+def clean_expression(text: str) -> str:
+    """As GLUS: lower-cased, trailing '.' removed."""
+    return text.strip().lower().rstrip(".").strip()
+
+
+def with_article(exp: str) -> str:
+    return exp if exp.split(" ", 1)[0] in ("the", "a", "an", "this", "that", "all", "both") else f"the {exp}"
+
+
+@dataclass
+class PromptBatch:
+    input_ids: torch.Tensor       # (E, L) right-padded
+    attention_mask: torch.Tensor  # (E, L)
+    labels: torch.Tensor          # (E, L), IGNORE_INDEX where no loss
+    seg_positions: torch.Tensor   # (E, Q) index of each [SEG] token, in query order
+
+
+class PromptBuilder:
+    def __init__(self, tokenizer, tokens_per_frame: int = 64, num_context: int = 4, im_start_end: bool = True,
+                 label_mode: str = "seg"):  # "seg": CE at [SEG] only (GLUS); "answer": whole answer (LISA)
+        if label_mode not in ("seg", "answer"):
+            raise ValueError(f"label_mode must be 'seg' or 'answer', got {label_mode!r}")
+        self.tok, self.k, self.num_context = tokenizer, tokens_per_frame, num_context
+        self.im_start_end, self.label_mode = im_start_end, label_mode
+        ids = tokenizer.convert_tokens_to_ids([IM_START, IM_END, SEG_TOKEN])
+        if tokenizer.unk_token_id in ids or None in ids:
+            raise ValueError("the tokenizer lacks GLUS' special tokens: call add_glus_tokens(tokenizer) first")
+        self.im_start_id, self.im_end_id, self.seg_id = ids
+        self.image_id = IMAGE_TOKEN_INDEX
+
+    def _text(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False)
+
+    def _image(self) -> list[int]:
+        body = [self.image_id] * self.k
+        return [self.im_start_id, *body, self.im_end_id] if self.im_start_end else body
+
+    def build(self, expression: str, num_query: int, rng: np.random.Generator | None = None) -> dict:
+        """Token ids and labels of one conversation. With rng, templates vary (training); without, the first
+        template is used every round (inference: deterministic)."""
+        exp = clean_expression(expression)
+        if not exp:
+            raise ValueError("empty expression")
+        exp = with_article(exp)
+        pick = (lambda opts: opts[int(rng.integers(len(opts)))]) if rng is not None else (lambda opts: opts[0])
+        ids = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
+        ids += self._text(SYSTEM + " ")
+        labels = [IGNORE_INDEX] * len(ids)
+        for q in range(num_query):
+            user = self._text("USER: ")
+            if q == 0:
+                for _ in range(self.num_context):
+                    user += self._image()
+                user += self._text("\n" + CONTEXT_LINE + "\n")
+            user += self._image() + self._text("\n" + pick(QUESTIONS).format(exp=exp) + " ASSISTANT: ")
+            answer = self._text(pick(ANSWERS)) + [self.tok.eos_token_id]
+            if answer.count(self.seg_id) != 1:
+                raise ValueError(f"the answer template must hold exactly one {SEG_TOKEN}")
+            ids += user + answer
+            labels += [IGNORE_INDEX] * len(user)
+            labels += answer if self.label_mode == "answer" else [a if a == self.seg_id else IGNORE_INDEX
+                                                                    for a in answer]
+        return {"input_ids": ids, "labels": labels}
+
+    def collate(self, items: list[dict], num_query: int) -> PromptBatch:
+        length = max(len(it["input_ids"]) for it in items)
+        pad = self.tok.pad_token_id
+        input_ids = torch.full((len(items), length), pad, dtype=torch.long)
+        labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(items), length), dtype=torch.long)
+        for i, it in enumerate(items):
+            n = len(it["input_ids"])
+            input_ids[i, :n] = torch.tensor(it["input_ids"])
+            labels[i, :n] = torch.tensor(it["labels"])
+            mask[i, :n] = 1
+        return PromptBatch(input_ids, mask, labels, self.seg_positions(input_ids, mask, num_query))
+
+    def seg_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_query: int) -> torch.Tensor:
+        hits = (input_ids == self.seg_id) & attention_mask.bool()
+        counts = hits.sum(1)
+        if not torch.all(counts == num_query):
+            raise ValueError(f"expected {num_query} {SEG_TOKEN} per prompt, found {counts.tolist()}")
+        return hits.nonzero()[:, 1].view(len(input_ids), num_query)
+
+    def images_per_prompt(self, num_query: int) -> int:
+        return self.num_context + num_query
