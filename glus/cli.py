@@ -32,6 +32,15 @@ def _data_index(args) -> int:
     return 0
 
 
+def _model_summary(args) -> int:
+    from glus.model.factory import glus_7b_on_meta, tiny_glus
+    from glus.model.mllm.lora import format_report, trainable_report
+
+    model = glus_7b_on_meta(args.sam) if args.preset == "glus-7b" else tiny_glus()[0]
+    print(format_report(trainable_report(model)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from glus.data.formats import FORMATS, SPLIT_NAMES
 
@@ -60,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help=f"split: {', '.join(SPLIT_NAMES)}")
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail")
     p.set_defaults(func=_data_index)
+
+    model = sub.add_parser("model", help="model inspection").add_subparsers(dest="model_command", required=True)
+    p = model.add_parser("summary", help="trainable parameters by module (the 7B shapes on the meta device)")
+    p.add_argument("--preset", choices=("glus-7b", "tiny"), default="glus-7b")
+    p.add_argument("--sam", default="sam2.1_hiera_l", help="SAM-2 config for the glus-7b preset")
+    p.set_defaults(func=_model_summary)
     return parser
 
 

@@ -49,3 +49,28 @@ def tiny_glus(seed: int = 0, lora: bool = True, embeddings: str = "all", lm_head
     torch.manual_seed(seed + 1)
     segmenter = SAM2Segmenter("tiny", **(segmenter_kwargs or {}))
     return GLUS(mllm, segmenter, loss_weights), tokenizer
+
+
+def lisa_7b_configs(vocab_size: int = 32003) -> tuple[CLIPVisionConfig, LlamaConfig]:
+    """LISA-7B-v1's shapes: CLIP ViT-L/14 at 224 px and LLaMA-7B (Vicuna) with LISA's 32003 tokens."""
+    clip = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                            image_size=224, patch_size=14, projection_dim=768)
+    llama = LlamaConfig(vocab_size=vocab_size, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=2048,
+                        tie_word_embeddings=False)
+    return clip, llama
+
+
+def glus_7b_on_meta(sam_config: str = "sam2.1_hiera_l", lora: bool = True) -> GLUS:
+    """The full-size GLUS (LISA-7B-v1 shapes + SAM-2 Hiera-L at 1024 px) on the meta device: no weights;
+    for parameter counts and trainable-set checks. (SAM-2's Hiera cannot be built on meta: it is built on
+    the CPU, 0.9 GB for Hiera-L, then moved.)"""
+    clip_cfg, llama_cfg = lisa_7b_configs()
+    with torch.device("meta"):
+        mllm = MultimodalLM(CLIPVisionModel(clip_cfg), LlamaForCausalLM(llama_cfg), VisionLanguageConfig())
+        if lora:
+            apply_lora(mllm)
+        set_lm_trainables(mllm, embeddings="all", lm_head=True, projector=True)
+    segmenter = SAM2Segmenter(sam_config, image_size=1024).to("meta")
+    with torch.device("meta"):
+        return GLUS(mllm, segmenter)

@@ -56,6 +56,13 @@ def _clip_folder(cfg: dict, clip_folder: str | None, checkpoints: Path) -> Path:
     return Path(name) if Path(name).is_dir() else checkpoints / Path(name).name
 
 
+def normalize_vision_keys(state: dict, module) -> dict:
+    """Checkpoints name CLIP weights `vision_model.*`; transformers 5 modules drop that level."""
+    own = set(module.state_dict())
+    return {(k[len("vision_model."):] if k not in own and k.startswith("vision_model.") else k): v
+            for k, v in state.items()}
+
+
 def split_lisa_state(state: dict) -> tuple[dict, dict, dict, list[str]]:
     """LISA keys -> (MultimodalLM keys, CLIP-tower keys, text_hidden_fcs keys, unexpected keys)."""
     ours, clip, seg_fc, unexpected = {}, {}, {}, []
@@ -91,7 +98,7 @@ def load_lisa(folder: str | Path, clip_folder: str | None = None, checkpoints: s
             raise CheckpointError(f"the CLIP tower's weights are in {folder} but its config is not: expected "
                                   f"{clip_dir}/config.json (set clip_folder)\n{LISA_LAYOUT}")
         vision = CLIPVisionModel(CLIPVisionConfig.from_pretrained(str(clip_dir)))
-        load_strict(vision, clip_state, f"CLIP tower in {folder}")
+        load_strict(vision, normalize_vision_keys(clip_state, vision), f"CLIP tower in {folder}")
     else:
         if not clip_dir.is_dir():
             raise CheckpointError(f"CLIP tower folder not found: {clip_dir}\n{LISA_LAYOUT}")
@@ -127,7 +134,8 @@ def save_lisa_layout(mllm: MultimodalLM, tokenizer, folder: str | Path, seg_fc: 
         elif key.startswith("projector.0."):
             state["model.mm_projector." + key[len("projector.0."):]] = value
         elif key.startswith("vision_tower.") and clip_inside:
-            state["model.vision_tower.vision_tower." + key[len("vision_tower."):]] = value
+            # LISA's own naming (transformers 4: CLIPVisionModel.vision_model.*)
+            state["model.vision_tower.vision_tower.vision_model." + key[len("vision_tower."):]] = value
     for key, value in (seg_fc or {}).items():
         state["model." + key] = value
     save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
@@ -137,3 +145,49 @@ def save_lisa_layout(mllm: MultimodalLM, tokenizer, folder: str | Path, seg_fc: 
                mm_hidden_size=mllm.vision_tower.config.hidden_size, mm_use_im_start_end=True, out_dim=256)
     (folder / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
     tokenizer.save_pretrained(str(folder))
+
+
+LLAVA_RENAMES = (  # transformers' LlavaForConditionalGeneration, new (5.x) and old (4.x) key names -> ours
+    ("model.language_model.", "language_model.model."), ("language_model.model.", "language_model.model."),
+    ("language_model.lm_head.", "language_model.lm_head."), ("lm_head.", "language_model.lm_head."),
+    ("model.vision_tower.", "vision_tower."), ("vision_tower.", "vision_tower."),
+    ("model.multi_modal_projector.linear_1.", "projector.0."), ("multi_modal_projector.linear_1.", "projector.0."),
+    ("model.multi_modal_projector.linear_2.", "projector.2."), ("multi_modal_projector.linear_2.", "projector.2."),
+)
+
+
+def load_llava(folder: str | Path, vl: VisionLanguageConfig | None = None, dtype: torch.dtype = torch.float32):
+    """(MultimodalLM, tokenizer) from a LLaVA-1.5 folder in transformers' layout. GLUS' tokens are added
+    after loading (the embedding matrix grows by their rows)."""
+    from transformers import AutoModel, LlavaConfig
+
+    folder = Path(folder)
+    _read_config(folder)
+    cfg = LlavaConfig.from_pretrained(str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    vision = AutoModel.from_config(cfg.vision_config)
+    lm = AutoModelForCausalLM.from_config(cfg.text_config)
+    if cfg.vision_feature_select_strategy not in ("default", "full"):
+        raise CheckpointError(f"{folder}: vision_feature_select_strategy {cfg.vision_feature_select_strategy!r}")
+    vl = vl or VisionLanguageConfig(select_layer=cfg.vision_feature_layer, projector="mlp2x_gelu", pooling="2x2",
+                                    drop_cls=cfg.vision_feature_select_strategy == "default")
+    mllm = MultimodalLM(vision, lm, vl)
+    ours, unexpected = {}, []
+    for key, value in read_weights(folder).items():
+        for old, new in LLAVA_RENAMES:
+            if key.startswith(old):
+                ours[new + key[len(old):]] = value
+                break
+        else:
+            unexpected.append(key)
+    vision_part = normalize_vision_keys({k[len("vision_tower."):]: v for k, v in ours.items()
+                                         if k.startswith("vision_tower.")}, vision)
+    ours = {k: v for k, v in ours.items() if not k.startswith("vision_tower.")}
+    ours.update({"vision_tower." + k: v for k, v in vision_part.items()})
+    if unexpected:
+        raise CheckpointError(f"{folder}: {len(unexpected)} unexpected key(s): {sorted(unexpected)[:20]}")
+    load_strict(mllm, ours, f"LLaVA checkpoint {folder}")
+    new_ids = add_glus_tokens(tokenizer)
+    if new_ids:
+        mllm.base_lm.resize_token_embeddings(len(tokenizer))
+    return mllm.to(dtype), tokenizer

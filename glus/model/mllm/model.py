@@ -23,7 +23,7 @@ class VisionLanguageConfig:
     pooling: str = "strip"          # "strip": avg over 4 consecutive raster tokens (published); "2x2": spatial
     pool: int = 4                   # tokens pooled into one (strip length, or 4 = 2x2)
     projector: str = "linear"       # "linear" (LISA-7B-v1) or "mlp2x_gelu" (LLaVA-1.5)
-    image_size: int = 224
+    drop_cls: bool | None = None    # None: drop CLIP's CLS token, keep everything of CLS-free towers (SigLIP)
 
 
 def build_projector(kind: str, vision_dim: int, lm_dim: int) -> nn.Sequential:
@@ -58,7 +58,8 @@ class MultimodalLM(nn.Module):
         self.image_token_id = image_token_id
         self.train_vision_tower = train_vision_tower
         vcfg = vision_tower.config
-        self.drop_cls = "clip" in type(vcfg).__name__.lower()  # CLIP has a CLS token, SigLIP has none
+        auto = "clip" in type(vcfg).__name__.lower()  # CLIP has a CLS token, SigLIP has none
+        self.drop_cls = auto if config.drop_cls is None else config.drop_cls
         self.projector = build_projector(config.projector, vcfg.hidden_size, self.lm_config.hidden_size)
         self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
