@@ -175,3 +175,15 @@ def test_incomplete_or_corrupt_lisa_folder_is_named(tmp_path, tokenizer):
     weights.unlink()
     with pytest.raises(CheckpointError, match="no weight files"):
         load_lisa(folder)
+
+
+def test_new_token_rows_only():
+    model, tok = tiny_glus(embeddings="new_rows")
+    batch = synthetic_batch(model, tok, videos=(0,), exps_per_video=(1,))
+    model.losses(model(batch), batch)["loss"].backward()
+    new = tok.convert_tokens_to_ids(["[SEG]", "<im_start>", "<im_end>"])
+    for weight in (model.mllm.base_lm.get_input_embeddings().weight, model.mllm.base_lm.get_output_embeddings().weight):
+        grad = weight.grad
+        old = torch.ones(len(grad), dtype=torch.bool)
+        old[new] = False
+        assert grad[old].abs().sum() == 0 and grad[new].abs().sum() > 0
