@@ -41,6 +41,20 @@ def _model_summary(args) -> int:
     return 0
 
 
+def _fit(args) -> int:
+    from glus.train.cli import fit
+
+    fit(args.lightning_args, runs_root=args.runs, resume=args.resume, name=args.name, wandb=args.wandb)
+    return 0
+
+
+def _runs_compare(args) -> int:
+    from glus.train.report import merge_control
+
+    merge_control(args.run, args.control)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from glus.data.formats import FORMATS, SPLIT_NAMES
 
@@ -70,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-error", choices=("fail", "skip"), default="fail")
     p.set_defaults(func=_data_index)
 
+    p = sub.add_parser("fit", help="train a recipe: glus fit --config recipes/NAME.yaml [LightningCLI overrides]")
+    p.add_argument("--runs", default="runs", help="runs live under RUNS/<recipe>/<time>, RUNS/<recipe>/latest")
+    p.add_argument("--name", default=None, help="run family name (default: the recipe file's name)")
+    p.add_argument("--resume", default=None, help="'latest' or a run folder: continue from its last.ckpt")
+    p.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline")
+    p.set_defaults(func=_fit)
+
+    runs = sub.add_parser("runs", help="training runs").add_subparsers(dest="runs_command", required=True)
+    p = runs.add_parser("compare", help="add a blank-text control's figures to a run's metrics.json")
+    p.add_argument("run")
+    p.add_argument("control")
+    p.set_defaults(func=_runs_compare)
+
     model = sub.add_parser("model", help="model inspection").add_subparsers(dest="model_command", required=True)
     p = model.add_parser("summary", help="trainable parameters by module (the 7B shapes on the meta device)")
     p.add_argument("--preset", choices=("glus-7b", "tiny"), default="glus-7b")
@@ -79,7 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
+    if args.command == "fit":
+        args.lightning_args = rest
+    elif rest:
+        build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
     except DataError as err:

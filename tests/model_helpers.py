@@ -25,4 +25,4 @@ def synthetic_batch(model, tokenizer, videos=(0, 1), exps_per_video=(2, 1), num_
             labels = np.stack([video.labels[t] for t in query])
             masks.append(torch.from_numpy(labels == ref.obj_ids[0] + 1))
     return ClipBatch(torch.stack(clip), torch.stack(sam), builder.collate(prompts, num_query),
-                     torch.tensor(video_index), torch.stack(masks))
+                     torch.tensor(video_index), masks)

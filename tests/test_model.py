@@ -187,3 +187,16 @@ def test_new_token_rows_only():
         old = torch.ones(len(grad), dtype=torch.bool)
         old[new] = False
         assert grad[old].abs().sum() == 0 and grad[new].abs().sum() > 0
+
+
+def test_dice_and_bce_hand_cases():
+    from glus.model.losses import bce_per_mask, dice_per_mask
+
+    target = torch.zeros(1, 4, 4)
+    target[0, :2, :2] = 1
+    perfect = torch.where(target > 0, 30.0, -30.0)
+    assert dice_per_mask(perfect, target).item() == pytest.approx(0.0, abs=1e-4)
+    half = torch.zeros(1, 4, 4)  # p = 0.5 everywhere: dice = 2 * 0.5 * 4 / (0.5 * 16 + 4) = 1/3
+    assert dice_per_mask(half, target).item() == pytest.approx(1 - 1 / 3, abs=1e-4)
+    assert dice_per_mask(torch.full((1, 4, 4), -30.0), torch.zeros(1, 4, 4)).item() == pytest.approx(0.0, abs=1e-3)
+    assert bce_per_mask(half, target).item() == pytest.approx(np.log(2), abs=1e-6)

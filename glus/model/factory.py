@@ -27,11 +27,21 @@ def tiny_llama_config(vocab_size: int, **kw) -> LlamaConfig:
                           "max_position_embeddings": 2048, "tie_word_embeddings": False, **kw})
 
 
+def tiny_language_model(vocab_size: int, embedding_std: float = 0.5) -> LlamaForCausalLM:
+    """A 2-layer LLaMA. Its token embeddings start at the scale of the projected visual tokens (norm ~4):
+    with LLaMA's default std 0.02 (norm ~0.16) the few text tokens drown among the visual ones and every
+    expression gives the same [SEG] state; a pretrained LLM does not have that problem."""
+    lm = LlamaForCausalLM(tiny_llama_config(vocab_size))
+    with torch.no_grad():
+        lm.get_input_embeddings().weight.normal_(0.0, embedding_std)
+    return lm
+
+
 def tiny_mllm(tokenizer=None, vl: VisionLanguageConfig | None = None, seed: int = 0) -> tuple[MultimodalLM, object]:
     tokenizer = tokenizer or build_tiny_tokenizer()
     torch.manual_seed(seed)
     vision = CLIPVisionModel(tiny_clip_config())
-    lm = LlamaForCausalLM(tiny_llama_config(len(tokenizer)))
+    lm = tiny_language_model(len(tokenizer))
     mllm = MultimodalLM(vision, lm, vl or VisionLanguageConfig())
     return mllm, tokenizer
 
@@ -74,3 +84,66 @@ def glus_7b_on_meta(sam_config: str = "sam2.1_hiera_l", lora: bool = True) -> GL
     segmenter = SAM2Segmenter(sam_config, image_size=1024).to("meta")
     with torch.device("meta"):
         return GLUS(mllm, segmenter)
+
+
+class TinyGLUSBuilder:
+    """Builds the tiny GLUS for recipes (LightningCLI class_path). Same code paths as the 7B model; since no
+    pretrained weights exist offline, the synthetic recipe may also train the vision encoders from scratch."""
+
+    def __init__(self, seed: int = 0, clip_image_size: int = 224, pooling: str = "strip", pool: int = 4,
+                 sam_image_size: int = 128, sam_config: str = "tiny", train_image_encoder: bool = False,
+                 train_vision_tower: bool = False, train_language_model: bool = False,
+                 lora: bool = True, embeddings: str = "all", label_mode: str = "seg",
+                 segmenter: dict | None = None, loss_weights: dict | None = None):
+        self.seed, self.label_mode = seed, label_mode
+        self.vl = VisionLanguageConfig(pooling=pooling, pool=pool)
+        self.clip_image_size, self.train_vision_tower = clip_image_size, train_vision_tower
+        self.lora, self.embeddings, self.train_language_model = lora, embeddings, train_language_model
+        self.sam_config = sam_config
+        self.segmenter = {"image_size": sam_image_size, "train_image_encoder": train_image_encoder, **(segmenter or {})}
+        self.loss_weights = LossWeights(**(loss_weights or {}))
+
+    def build(self):
+        tokenizer = build_tiny_tokenizer()
+        torch.manual_seed(self.seed)
+        vision = CLIPVisionModel(tiny_clip_config(image_size=self.clip_image_size))
+        lm = tiny_language_model(len(tokenizer))
+        mllm = MultimodalLM(vision, lm, self.vl, train_vision_tower=self.train_vision_tower)
+        if self.lora:
+            apply_lora(mllm)
+        set_lm_trainables(mllm, embeddings=self.embeddings, base_layers=self.train_language_model,
+                          new_token_ids=tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS)))
+        torch.manual_seed(self.seed + 1)
+        segmenter = SAM2Segmenter(self.sam_config, **self.segmenter)
+        return GLUS(mllm, segmenter, self.loss_weights), tokenizer
+
+
+class LisaGLUSBuilder:
+    """The published GLUS: LISA-7B-v1 (CLIP ViT-L/14 + Vicuna-7B) + SAM-2 Hiera-L, LoRA r=8 on q,v, trained
+    embeddings, lm_head, projector, [SEG] projection and mask decoder (+ memory, end to end, by default)."""
+
+    def __init__(self, lisa_folder: str = "checkpoints/LISA-7B-v1", sam_config: str = "sam2.1_hiera_l",
+                 sam_checkpoint: str = "checkpoints/sam2/sam2.1_hiera_large.pt", clip_folder: str | None = None,
+                 sam_image_size: int = 1024, pooling: str = "strip", lora_r: int = 8, lora_alpha: int = 16,
+                 lora_dropout: float = 0.05, embeddings: str = "all", segmenter: dict | None = None,
+                 loss_weights: dict | None = None, dtype: str = "float32"):
+        self.__dict__.update({k: v for k, v in locals().items() if k != "self"})
+
+    def required_paths(self) -> list[tuple[str, str]]:
+        """(path, how to get it) for every input this builder reads."""
+        how = "put it in place by hand: see checkpoints/README.md"
+        paths = [(self.lisa_folder, how), (self.sam_checkpoint, how)]
+        if self.clip_folder:
+            paths.append((self.clip_folder, how))
+        return paths
+
+    def build(self):
+        from glus.model.mllm.loading import load_lisa
+
+        mllm, tokenizer, _ = load_lisa(self.lisa_folder, clip_folder=self.clip_folder,
+                                       vl=VisionLanguageConfig(pooling=self.pooling), dtype=getattr(torch, self.dtype))
+        apply_lora(mllm, self.lora_r, self.lora_alpha, self.lora_dropout)
+        set_lm_trainables(mllm, embeddings=self.embeddings,
+                          new_token_ids=tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS)))
+        segmenter = SAM2Segmenter(self.sam_config, self.sam_image_size, self.sam_checkpoint, **(self.segmenter or {}))
+        return GLUS(mllm, segmenter, LossWeights(**(self.loss_weights or {}))), tokenizer

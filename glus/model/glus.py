@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glus.model.losses import LossWeights, bce_loss, ce_loss, dice_loss, label_positions
+from glus.model.losses import LossWeights, bce_per_mask, ce_loss, dice_per_mask, label_positions
 from glus.model.mllm.model import MultimodalLM
 from glus.model.mllm.prompt import PromptBatch
 from glus.model.segmenter import FrameFeatures, SAM2Segmenter
@@ -23,7 +23,7 @@ class ClipBatch:
     sam_frames: torch.Tensor           # (V, Q, 3, S, S) SAM-2 input of the query frames
     prompts: PromptBatch               # E expressions
     video_index: torch.Tensor          # (E,) the video of each expression
-    masks: torch.Tensor | None = None  # (E, Q, H, W) bool ground truth, at the size losses are computed
+    masks: list | None = None          # per expression (Q, H, W) bool ground truth, at the size losses use
     meta: dict = field(default_factory=dict)  # ids for logging and the contrastive bank
 
 
@@ -97,11 +97,15 @@ class GLUS(nn.Module):
         return up.view(E, Q, height, width)
 
     def losses(self, out: GLUSOutput, batch: ClipBatch) -> dict[str, torch.Tensor]:
+        """BCE and Dice per mask at the ground truth's size (expressions may differ in size), averaged over
+        all query-frame masks of the batch; CE at the supervised token positions."""
         w = self.loss_weights
-        gt = batch.masks
-        logits = self.logits_at_size(out.mask_logits, *gt.shape[-2:]).flatten(0, 1)
-        terms = {"ce": ce_loss(out.lm_logits, out.lm_targets),
-                 "bce": bce_loss(logits, gt.flatten(0, 1)),
-                 "dice": dice_loss(logits, gt.flatten(0, 1))}
+        bce, dice = [], []
+        for logits, gt in zip(out.mask_logits, batch.masks):
+            up = self.logits_at_size(logits[None], *gt.shape[-2:])[0]
+            bce.append(bce_per_mask(up, gt))
+            dice.append(dice_per_mask(up, gt))
+        terms = {"ce": ce_loss(out.lm_logits, out.lm_targets), "bce": torch.cat(bce).mean(),
+                 "dice": torch.cat(dice).mean()}
         terms["loss"] = w.ce * terms["ce"] + w.bce * terms["bce"] + w.dice * terms["dice"]
         return terms

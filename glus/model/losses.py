@@ -17,19 +17,18 @@ class LossWeights:
     contrastive: float = 0.1
 
 
-def bce_loss(logits_NHW: torch.Tensor, targets_NHW: torch.Tensor) -> torch.Tensor:
-    """Per-pixel BCE, averaged over the pixels of each mask, then over masks."""
-    return F.binary_cross_entropy_with_logits(logits_NHW, targets_NHW.float(), reduction="none").flatten(1).mean(1).mean()
+def bce_per_mask(logits_NHW: torch.Tensor, targets_NHW: torch.Tensor) -> torch.Tensor:
+    """(N,) per-pixel BCE averaged over the pixels of each mask."""
+    return F.binary_cross_entropy_with_logits(logits_NHW, targets_NHW.float(), reduction="none").flatten(1).mean(1)
 
 
-def dice_loss(logits_NHW: torch.Tensor, targets_NHW: torch.Tensor, scale: float = 1000.0,
-              eps: float = 1e-6) -> torch.Tensor:
-    """LISA's Dice (probabilities and targets divided by `scale` for numerical range), averaged over masks.
-    An empty target with an empty prediction costs 0."""
+def dice_per_mask(logits_NHW: torch.Tensor, targets_NHW: torch.Tensor, scale: float = 1000.0,
+                  eps: float = 1e-6) -> torch.Tensor:
+    """(N,) LISA's Dice (probabilities and targets divided by `scale` for numerical range). An empty target
+    with an empty prediction costs 0."""
     p = logits_NHW.sigmoid().flatten(1) / scale
-    t = targets_NHW.float().flatten(1) / scale
-    dice = (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) + eps)
-    return (1 - dice).mean()
+    t = targets_NHW.float().flatten(1)
+    return 1 - (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) / scale + eps)
 
 
 def ce_loss(lm_logits_ND: torch.Tensor, targets_N: torch.Tensor) -> torch.Tensor:

@@ -26,12 +26,13 @@ def _keep_rows(param: nn.Parameter, rows: list[int]) -> None:
 
 
 def set_lm_trainables(mllm, embeddings: str = "all", lm_head: bool = True, projector: bool = True,
-                      new_token_ids: list[int] | None = None) -> None:
-    """embeddings / lm_head: "all" rows (LISA, published GLUS), "new_rows" (only the added tokens), "none"."""
+                      new_token_ids: list[int] | None = None, base_layers: bool = False) -> None:
+    """embeddings / lm_head: "all" rows (LISA, published GLUS), "new_rows" (only the added tokens), "none".
+    base_layers: also train the LM's own weights (only for models trained from scratch, e.g. the tiny recipe)."""
     if embeddings not in ("all", "new_rows", "none"):
         raise ValueError(f"embeddings must be 'all', 'new_rows' or 'none', got {embeddings!r}")
     for name, p in mllm.base_lm.named_parameters():  # the base LM is frozen; only its adapters train
-        p.requires_grad_("lora_" in name)
+        p.requires_grad_(base_layers or "lora_" in name)
     emb = mllm.base_lm.get_input_embeddings().weight
     head = mllm.base_lm.get_output_embeddings().weight
     emb.requires_grad_(embeddings != "none")

@@ -8,13 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from glus.data.transforms import clip_input
 from glus.model.mllm.tokenizer import IMAGE_TOKEN_INDEX
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass
@@ -61,8 +59,6 @@ class MultimodalLM(nn.Module):
         auto = "clip" in type(vcfg).__name__.lower()  # CLIP has a CLS token, SigLIP has none
         self.drop_cls = auto if config.drop_cls is None else config.drop_cls
         self.projector = build_projector(config.projector, vcfg.hidden_size, self.lm_config.hidden_size)
-        self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
         vision_tower.requires_grad_(train_vision_tower)
 
     @property
@@ -87,10 +83,7 @@ class MultimodalLM(nn.Module):
     def preprocess(self, frames_BHWC_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 frames -> CLIP input. The whole frame is resized to a square (no centre crop: objects near the
         left and right borders stay visible)."""
-        x = frames_BHWC_uint8.permute(0, 3, 1, 2).float() / 255.0
-        size = self.vision_tower.config.image_size
-        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-        return (x - self.pixel_mean) / self.pixel_std
+        return clip_input(frames_BHWC_uint8, self.vision_tower.config.image_size).to(self.projector[0].weight.device)
 
     def encode_frames(self, pixels_N3HW: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, K, D_lm) projected visual tokens, K = tokens_per_frame()."""

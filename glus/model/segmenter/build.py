@@ -18,27 +18,32 @@ PACKAGED = {  # name -> config path inside the sam2 package
     **{f"sam2.1_hiera_{s}": f"configs/sam2.1/sam2.1_hiera_{s}.yaml" for s in ("t", "s", "b+", "l")},
 }
 
-# A few hundred thousand parameters, every SAM-2 code path: for tests and the synthetic recipe.
-TINY = {
-    "image_size": 128,
-    "image_encoder": {
-        "trunk": {"embed_dim": 8, "num_heads": 1, "stages": [1, 2, 2, 1], "global_att_blocks": [4],
-                  "window_pos_embed_bkg_spatial_size": [4, 4], "window_spec": [4, 4, 4, 4]},
-        "neck": {"d_model": 32, "backbone_channel_list": [64, 32, 16, 8], "position_encoding": {"num_pos_feats": 32}},
-    },
-    "memory_attention": {"d_model": 32, "num_layers": 1, "layer": {
-        "d_model": 32, "dim_feedforward": 64,
-        "self_attention": {"embedding_dim": 32, "feat_sizes": [8, 8]},
-        "cross_attention": {"embedding_dim": 32, "feat_sizes": [8, 8], "kv_in_dim": 16}}},
-    "memory_encoder": {"out_dim": 16, "in_dim": 32, "position_encoding": {"num_pos_feats": 16},
-                       "mask_downsampler": {"embed_dim": 32}, "fuser": {"layer": {"dim": 32}}},
-}
+def tiny_overrides(d_model: int = 32, mem_dim: int = 16, embed_dim: int = 8) -> dict:
+    """A few hundred thousand parameters, every SAM-2 code path: for tests and the synthetic recipe.
+    Config names "tiny" (d_model 32) and "tiny-<d_model>" (e.g. "tiny-64") select it."""
+    d = d_model
+    return {
+        "image_size": 128,
+        "image_encoder": {
+            "trunk": {"embed_dim": embed_dim, "num_heads": 1, "stages": [1, 2, 2, 1], "global_att_blocks": [4],
+                      "window_pos_embed_bkg_spatial_size": [4, 4], "window_spec": [4, 4, 4, 4]},
+            "neck": {"d_model": d, "backbone_channel_list": [embed_dim * 8, embed_dim * 4, embed_dim * 2, embed_dim],
+                     "position_encoding": {"num_pos_feats": d}},
+        },
+        "memory_attention": {"d_model": d, "num_layers": 1, "layer": {
+            "d_model": d, "dim_feedforward": 2 * d,
+            "self_attention": {"embedding_dim": d, "feat_sizes": [8, 8]},
+            "cross_attention": {"embedding_dim": d, "feat_sizes": [8, 8], "kv_in_dim": mem_dim}}},
+        "memory_encoder": {"out_dim": mem_dim, "in_dim": d, "position_encoding": {"num_pos_feats": mem_dim},
+                           "mask_downsampler": {"embed_dim": d}, "fuser": {"layer": {"dim": d}}},
+    }
 
 
 def sam2_config(name: str, image_size: int | None = None, overrides: dict | None = None):
     """The OmegaConf config of a packaged SAM-2 ("sam2.1_hiera_l", ...), "tiny", or a YAML file path."""
-    if name == "tiny":
-        cfg = OmegaConf.merge(_packaged("sam2.1_hiera_t"), {"model": TINY})
+    if name == "tiny" or name.startswith("tiny-"):
+        width = int(name.split("-")[1]) if "-" in name else 32
+        cfg = OmegaConf.merge(_packaged("sam2.1_hiera_t"), {"model": tiny_overrides(width, max(16, width // 2))})
     elif name in PACKAGED:
         cfg = _packaged(name)
     elif Path(name).is_file():

@@ -11,11 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glus.data.transforms import sam_input
 from glus.model.memory import SAM2MemoryBank
 from glus.model.segmenter.build import build_sam2_model
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 NO_OBJ_SCORE = -1024.0  # SAM-2's logit for "no object" masks
 
 
@@ -65,8 +64,6 @@ class SAM2Segmenter(nn.Module):
         self.multimask = False  # GLUS decodes one mask per [SEG]
         self.memory = SAM2MemoryBank(self.sam, num_memories, stride_train, stride_eval, temporal_encoding,
                                      object_pointers, end_to_end=end_to_end_memory)
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self._set_trainable(train_image_encoder, train_mask_decoder, train_memory)
 
     def _set_trainable(self, image_encoder: bool, mask_decoder: bool, memory: bool) -> None:
@@ -100,10 +97,7 @@ class SAM2Segmenter(nn.Module):
 
     def preprocess(self, frames_BHWC_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 RGB frames (B, H, W, 3) -> normalised (B, 3, S, S), resized as SAM-2's own transforms do."""
-        x = frames_BHWC_uint8.permute(0, 3, 1, 2).float() / 255.0
-        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
-                          antialias=True)
-        return (x - self.pixel_mean) / self.pixel_std
+        return sam_input(frames_BHWC_uint8, self.image_size)
 
     def encode_image(self, images_B3SS: torch.Tensor) -> FrameFeatures:
         """As `SAM2Base.forward_image`, but the decoder's high-resolution projections (conv_s0, conv_s1) run

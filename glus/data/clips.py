@@ -1,0 +1,111 @@
+"""Training clips: dataset mixing by weight, up to N expressions per video, context + query frames.
+
+Sample i is a pure function of (seed, i): any worker, any resume, the same clip.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from glus.data.errors import DataError, ProblemLog
+from glus.data.index import SplitIndex
+from glus.data.masks import MaskReader
+from glus.data.samplers import query_frames, rng_for, train_context_frames
+from glus.data.transforms import clip_input, sam_input
+
+
+@dataclass
+class ClipSpec:
+    num_context: int = 4
+    num_query: int = 4
+    max_expressions: int = 3
+    clip_size: int = 224
+    sam_size: int = 1024
+    mask_size: int | None = None  # longest side of the supervised masks; None: the original size
+
+
+def load_frames(video, frame_ids) -> np.ndarray:
+    out = []
+    for i in frame_ids:
+        path = video.frame_path(i)
+        try:
+            with Image.open(path) as im:
+                out.append(np.asarray(im.convert("RGB")))
+        except Exception as err:
+            raise DataError(f"frame does not decode ({err})", file=path, video=video.id,
+                            frame=video.frames[i]) from err
+    return np.stack(out)
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    def __init__(self, splits: list[SplitIndex], weights: list[float], length: int, spec: ClipSpec, seed: int = 0,
+                 on_error: str = "fail"):
+        if len(splits) != len(weights) or not splits:
+            raise ValueError("give one weight per split")
+        self.splits, self.spec, self.seed, self.length = splits, spec, seed, length
+        self.readers = [MaskReader(s) for s in splits]
+        self.probs = np.asarray(weights, float) / np.sum(weights)
+        self.log = ProblemLog(on_error)
+        # videos that have at least one expression with ground truth (GLUS: videos with >= 4 frames are preferred
+        # but shorter ones are padded by the query sampler rather than dropped)
+        self.videos = [sorted({e.video for e in s.expressions if e.mask.kind != "none"}) for s in splits]
+        self.by_video = [{v: [e for e in s.expressions if e.video == v] for v in vids}
+                         for s, vids in zip(splits, self.videos)]
+        for split, vids in zip(splits, self.videos):
+            if not vids:
+                raise DataError(f"split {split.name} has no expression with ground truth", file=split.root)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        rng = rng_for(self.seed, i)
+        k = int(rng.choice(len(self.splits), p=self.probs))
+        split, reader = self.splits[k], self.readers[k]
+        vid = self.videos[k][int(rng.integers(len(self.videos[k])))]
+        video = split.videos[vid]
+        exprs = self.by_video[k][vid]
+        chosen = rng.choice(len(exprs), size=min(self.spec.max_expressions, len(exprs)), replace=False)
+        n = len(video.frames)
+        ctx = train_context_frames(n, self.spec.num_context, rng)
+        query = query_frames(n, self.spec.num_query, rng)
+        frames = load_frames(video, sorted(set(ctx + query)))
+        lookup = {f: j for j, f in enumerate(sorted(set(ctx + query)))}
+        masks = [torch.from_numpy(reader.targets(exprs[c], query)) for c in chosen]
+        masks = self._resize_masks(torch.stack(masks))
+        return {
+            "clip": clip_input(frames[[lookup[f] for f in ctx + query]], self.spec.clip_size),
+            "sam": sam_input(frames[[lookup[f] for f in query]], self.spec.sam_size),
+            "texts": [exprs[c].text for c in chosen],
+            "masks": masks,
+            "ids": [(split.name, vid, exprs[c].exp_id, tuple(sorted(exprs[c].obj_ids))) for c in chosen],
+            "frames": query,
+            "index": i,
+        }
+
+    def _resize_masks(self, masks_EQHW: torch.Tensor) -> torch.Tensor:
+        size = self.spec.mask_size
+        h, w = masks_EQHW.shape[-2:]
+        if size is None or max(h, w) <= size:
+            return masks_EQHW
+        scale = size / max(h, w)
+        out = torch.nn.functional.interpolate(masks_EQHW.float(), size=(round(h * scale), round(w * scale)),
+                                              mode="nearest")
+        return out > 0.5
+
+
+def collate_clips(items: list[dict]) -> dict:
+    """Videos stacked; expressions flattened with the index of their video; masks kept per expression (videos
+    of one batch may differ in size)."""
+    return {
+        "clip": torch.stack([it["clip"] for it in items]),
+        "sam": torch.stack([it["sam"] for it in items]),
+        "texts": [t for it in items for t in it["texts"]],
+        "video_index": torch.tensor([v for v, it in enumerate(items) for _ in it["texts"]]),
+        "masks": [m for it in items for m in it["masks"]],
+        "ids": [x for it in items for x in it["ids"]],
+        "index": [it["index"] for it in items for _ in it["texts"]],
+    }

@@ -1,0 +1,66 @@
+"""LightningDataModule: datasets mixed by weight, clips prepared in workers, resumable sample order."""
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from glus.data.clips import ClipDataset, ClipSpec, collate_clips
+
+
+class ResumableSampler(Sampler):
+    """Sample indices offset, offset+1, ... < total, split over ranks: the k-th micro-batch of a run always holds
+    the same samples, whatever happened before. A resumed run starts at the restored optimiser step's offset.
+
+    The whole run is one Lightning epoch: Lightning cannot restart a plain DataLoader mid-epoch exactly, and
+    GLUS' "epochs" are only a unit of checkpointing and validation (`steps_per_epoch` sets that interval).
+    """
+
+    def __init__(self, total: int, offset: int = 0, rank: int = 0, world: int = 1):
+        self.total, self.offset, self.rank, self.world = total, offset, rank, world
+
+    def __iter__(self):
+        return iter(range(self.offset + self.rank, self.total, self.world))
+
+    def __len__(self) -> int:  # the whole run: Lightning stops at max_steps (or when this runs out)
+        return len(range(self.rank, self.total, self.world))
+
+
+class GLUSDataModule(L.LightningDataModule):
+    def __init__(self, root: str, mix: dict[str, float], batch_size: int = 2, steps_per_epoch: int = 100,
+                 accumulate: int = 1, num_workers: int = 2, seed: int = 0, on_error: str = "fail",
+                 clip: ClipSpec | None = None):
+        """mix: {split name: weight}, e.g. {"mevis/train": 1, "refytvos/train": 1} (GLUS-S)."""
+        super().__init__()
+        self.root, self.mix, self.batch_size = root, dict(mix), batch_size
+        self.steps_per_epoch, self.accumulate = steps_per_epoch, accumulate
+        self.num_workers, self.seed, self.on_error = num_workers, seed, on_error
+        self.clip = ClipSpec(**clip) if isinstance(clip, dict) else (clip or ClipSpec())
+        self.dataset = None
+
+    def setup(self, stage: str | None = None) -> None:
+        from glus.data.cache import load_split
+
+        if self.dataset is None:
+            splits = [load_split(self.root, name, on_error=self.on_error) for name in self.mix]
+            self.dataset = ClipDataset(splits, list(self.mix.values()), self.total_samples(), self.clip,
+                                       self.seed, self.on_error)
+
+    def samples_per_step(self) -> int:
+        world = self.trainer.world_size if self.trainer else 1
+        return self.batch_size * self.accumulate * world
+
+    def total_samples(self) -> int:
+        steps = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else self.steps_per_epoch * max(
+            1, (self.trainer.max_epochs or 1) if self.trainer else 1)
+        return steps * self.samples_per_step()
+
+    def train_dataloader(self) -> DataLoader:
+        # called after a checkpoint is restored: global_step is the resumed run's
+        rank = self.trainer.global_rank if self.trainer else 0
+        world = self.trainer.world_size if self.trainer else 1
+        offset = (self.trainer.global_step if self.trainer else 0) * self.samples_per_step()
+        sampler = ResumableSampler(self.total_samples(), offset, rank, world)
+        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler,
+                          collate_fn=collate_clips, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, multiprocessing_context="fork" if self.num_workers else None)

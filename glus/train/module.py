@@ -1,0 +1,159 @@
+"""The LightningModule: a thin shell around GLUS (losses, logging, optimiser, schedule, evaluation hooks)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from glus.data.samplers import rng_for
+from glus.eval.metrics import aggregate_mean
+from glus.model.glus import ClipBatch
+from glus.model.mllm import PromptBuilder
+from glus.train.schedule import warmup_linear
+
+BLANK_TEXT = "object"  # the control run's expression: says nothing about which object
+
+
+@dataclass
+class EvalSpec:
+    root: str                      # data root holding the split
+    split: str = "mevis/valid_u"
+    val_videos: int = 2            # videos scored at the end of every epoch (a quick held-out J&F)
+    every_n_epochs: int = 1
+    max_videos: int | None = None  # final evaluation: all videos by default
+    overlays: int = 4              # overlay GIFs written after training
+    initial: bool = True           # score the untrained model too
+
+
+class GLUSModule(L.LightningModule):
+    def __init__(self, builder, lr: float = 3e-4, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0,
+                 warmup_steps: int = 100, total_steps: int = 3000, num_context: int = 4, num_query: int = 4,
+                 label_mode: str = "seg", blank_text: bool = False, seed: int = 0,
+                 evaluation: EvalSpec | None = None, gradient_checkpointing: bool = False):
+        super().__init__()
+        self.save_hyperparameters(ignore=["builder"])
+        self.model, self.tokenizer = builder.build()
+        if gradient_checkpointing:
+            self.model.mllm.base_lm.gradient_checkpointing_enable()
+        self.prompts = PromptBuilder(self.tokenizer, tokens_per_frame=self.model.mllm.tokens_per_frame(),
+                                     num_context=num_context, label_mode=label_mode)
+        self.evaluation = EvalSpec(**evaluation) if isinstance(evaluation, dict) else evaluation
+        self._tick = None
+        self.results: dict = {}
+
+    # ---- training -------------------------------------------------------------------------------------
+
+    def text(self, text: str) -> str:
+        return BLANK_TEXT if self.hparams.blank_text else text
+
+    def to_clip_batch(self, batch: dict) -> ClipBatch:
+        q, seed = self.hparams.num_query, self.hparams.seed
+        items = [self.prompts.build(self.text(t), q, rng_for(seed, i, 1)) for t, i in zip(batch["texts"], batch["index"])]
+        return ClipBatch(batch["clip"], batch["sam"], self._to_device(self.prompts.collate(items, q)),
+                         batch["video_index"].to(self.device), [m.to(self.device) for m in batch["masks"]],
+                         {"ids": batch["ids"]})
+
+    def _to_device(self, prompts):
+        for name in ("input_ids", "attention_mask", "labels", "seg_positions"):
+            setattr(prompts, name, getattr(prompts, name).to(self.device))
+        return prompts
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # Dropout draws from the global generator: seeding it from (seed, step) makes every step's randomness a
+        # function of the step, so that a run resumed from a checkpoint repeats an uninterrupted run exactly.
+        step = self.global_step * self.trainer.accumulate_grad_batches + batch_idx % self.trainer.accumulate_grad_batches
+        torch.manual_seed(int(rng_for(self.hparams.seed, step, 2).integers(2 ** 62)))
+
+    def training_step(self, batch: dict, batch_idx: int):
+        clip = self.to_clip_batch(batch)
+        losses = self.model.losses(self.model(clip), clip)
+        n = len(batch["texts"])
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=n)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
+        self._throughput(n, int(clip.prompts.attention_mask.sum()))
+        return losses["loss"]
+
+    def _throughput(self, samples: int, tokens: int) -> None:
+        now = time.perf_counter()
+        if self._tick is not None:
+            dt = max(now - self._tick, 1e-6)
+            self.log("perf/samples_per_s", samples / dt, batch_size=samples)
+            self.log("perf/tokens_per_s", tokens / dt, batch_size=samples)
+            if torch.cuda.is_available():
+                self.log("perf/gpu_mem_gb", torch.cuda.max_memory_allocated() / 2 ** 30, batch_size=samples)
+        self._tick = now
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_linear(step, hp.warmup_steps, hp.total_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ---- evaluation -----------------------------------------------------------------------------------
+
+    def _split(self):
+        from glus.data.cache import load_split
+        from glus.data.masks import MaskReader
+
+        index = load_split(self.evaluation.root, self.evaluation.split)
+        return index, MaskReader(index)
+
+    def score(self, max_videos: int | None, keep: int = 0):
+        from glus.eval.chunked import evaluate_split
+
+        index, reader = self._split()
+        scores, kept = evaluate_split(self.model, self.prompts, index, reader, self.hparams.num_context,
+                                      self.hparams.num_query, max_videos, lambda e: self.text(e.text), keep)
+        return aggregate_mean(scores), scores, kept
+
+    def on_fit_start(self):
+        if self.evaluation and self.evaluation.initial and self.trainer.is_global_zero and self.global_step == 0:
+            self.results["initial"], _, _ = self.score(self.evaluation.max_videos)
+            print(f"J&F at initialisation: {self.results['initial']['jf']:.3f}")
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int):
+        spec = self.evaluation
+        steps = self.trainer.datamodule.steps_per_epoch * spec.every_n_epochs if spec else 0
+        last_micro = (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0
+        if spec and spec.val_videos and last_micro and self.global_step % steps == 0:
+            metrics, _, _ = self.score(spec.val_videos)
+            self.log_dict({"val/j": metrics["j"], "val/f": metrics["f"], "val/jf": metrics["jf"]})
+
+    def on_fit_end(self):
+        if not (self.evaluation and self.trainer.is_global_zero):
+            return
+        final, scores, kept = self.score(self.evaluation.max_videos, keep=self.evaluation.overlays)
+        run_dir = Path(self.trainer.default_root_dir)
+        write_results(run_dir, {**final, **({"initial": self.results["initial"]} if "initial" in self.results else {}),
+                                "split": self.evaluation.split, "blank_text": self.hparams.blank_text,
+                                "steps": self.global_step},
+                      scores, kept)
+        print(f"J&F after training: {final['jf']:.3f} (J {final['j']:.3f}, F {final['f']:.3f}) -> {run_dir}/metrics.json")
+
+
+def write_results(run_dir: Path, metrics: dict, scores, kept) -> None:
+    import csv
+
+    from glus.data.clips import load_frames
+    from glus.eval.overlay import write_overlay
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp, run_dir / "metrics.json")
+    with open(run_dir / "per_expression.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["video", "exp_id", "j", "f", "jf"])
+        writer.writerows([s.video, s.exp_id, f"{s.j:.4f}", f"{s.f:.4f}", f"{s.jf:.4f}"] for s in scores)
+    for video, expr, pred, gt in kept:
+        frames = load_frames(video, range(len(video.frames)))
+        name = f"{video.id}_{expr.exp_id}".replace("/", "_")
+        write_overlay(run_dir / "overlays" / f"{name}.gif", frames, pred, gt, caption=expr.text)
