@@ -108,4 +108,5 @@ def collate_clips(items: list[dict]) -> dict:
         "masks": [m for it in items for m in it["masks"]],
         "ids": [x for it in items for x in it["ids"]],
         "index": [it["index"] for it in items for _ in it["texts"]],
+        "frames": [it["frames"] for it in items for _ in it["texts"]],  # query frame ids, per expression
     }

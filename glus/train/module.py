@@ -12,6 +12,7 @@ import torch
 
 from glus.data.samplers import rng_for
 from glus.eval.metrics import aggregate_mean
+from glus.model.contrastive import TokenBank, TokenKey, object_contrastive_loss
 from glus.model.glus import ClipBatch
 from glus.model.mllm import PromptBuilder
 from glus.train.schedule import warmup_linear
@@ -34,7 +35,9 @@ class GLUSModule(L.LightningModule):
     def __init__(self, builder, lr: float = 3e-4, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0,
                  warmup_steps: int = 100, total_steps: int = 3000, num_context: int = 4, num_query: int = 4,
                  label_mode: str = "seg", blank_text: bool = False, seed: int = 0,
-                 evaluation: EvalSpec | None = None, gradient_checkpointing: bool = False):
+                 evaluation: EvalSpec | None = None, gradient_checkpointing: bool = False,
+                 contrastive_bank: int = 512, contrastive_negatives: int = 128, contrastive_tau: float = 0.07,
+                 contrastive_splits: tuple[str, ...] = ("mevis/",)):
         super().__init__()
         self.save_hyperparameters(ignore=["builder"])
         self.model, self.tokenizer = builder.build()
@@ -43,6 +46,7 @@ class GLUSModule(L.LightningModule):
         self.prompts = PromptBuilder(self.tokenizer, tokens_per_frame=self.model.mllm.tokens_per_frame(),
                                      num_context=num_context, label_mode=label_mode)
         self.evaluation = EvalSpec(**evaluation) if isinstance(evaluation, dict) else evaluation
+        self.bank = TokenBank(contrastive_bank)
         self._tick = None
         self.results: dict = {}
 
@@ -71,13 +75,42 @@ class GLUSModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int):
         clip = self.to_clip_batch(batch)
-        losses = self.model.losses(self.model(clip), clip)
+        out = self.model(clip)
+        losses = self.model.losses(out, clip)
+        if self.model.loss_weights.contrastive > 0:
+            contrastive = self.contrastive(out.seg_embeddings, batch)
+            if contrastive is not None:
+                losses["contrastive"] = contrastive
+                losses["loss"] = losses["loss"] + self.model.loss_weights.contrastive * contrastive
         n = len(batch["texts"])
         for name, value in losses.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=n)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
         self._throughput(n, int(clip.prompts.attention_mask.sum()))
         return losses["loss"]
+
+    def contrastive(self, seg_EQD: torch.Tensor, batch: dict):
+        """The object contrastive loss on expressions of the configured splits (published: MeViS only)."""
+        hp = self.hparams
+        rows, keys = [], []
+        for e, ((split, vid, exp_id, objs), frames) in enumerate(zip(batch["ids"], batch["frames"])):
+            if split.startswith(tuple(hp.contrastive_splits)):
+                for q, frame in enumerate(frames):
+                    rows.append((e, q))
+                    keys.append(TokenKey(f"{split}/{vid}", exp_id, int(frame), tuple(objs)))
+        if not rows:
+            return None
+        anchors = torch.stack([seg_EQD[e, q] for e, q in rows])
+        loss = object_contrastive_loss(anchors, keys, self.bank, hp.contrastive_negatives, hp.contrastive_tau)
+        self.bank.add(anchors, keys)
+        return loss
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["token_bank"] = self.bank.state_dict()  # exact resume: the bank is part of the state
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "token_bank" in checkpoint:
+            self.bank.load_state_dict(checkpoint["token_bank"])
 
     def _throughput(self, samples: int, tokens: int) -> None:
         now = time.perf_counter()
@@ -125,7 +158,9 @@ class GLUSModule(L.LightningModule):
         last_micro = (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0
         if spec and spec.val_videos and last_micro and self.global_step % steps == 0:
             metrics, _, _ = self.score(spec.val_videos)
-            self.log_dict({"val/j": metrics["j"], "val/f": metrics["f"], "val/jf": metrics["jf"]})
+            for logger in self.loggers:  # once per evaluation, at this step (self.log would repeat it every step)
+                logger.log_metrics({"val/j": metrics["j"], "val/f": metrics["f"], "val/jf": metrics["jf"]},
+                                   step=self.global_step)
 
     def on_fit_end(self):
         if not (self.evaluation and self.trainer.is_global_zero):

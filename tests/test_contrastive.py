@@ -1,0 +1,42 @@
+import math
+
+import torch
+
+from glus.model.contrastive import TokenBank, TokenKey, object_contrastive_loss
+
+
+def _key(video, exp, frame, objs):
+    return TokenKey(video, exp, frame, tuple(objs))
+
+
+def test_infonce_against_hand_computation():
+    bank = TokenBank(512)
+    neg = torch.tensor([[0.0, 1.0], [0.0, -1.0]])
+    bank.add(neg, [_key("other", "0", 0, (1,)), _key("other", "1", 0, (2,))])
+    bank.add(torch.tensor([[1.0, 0.0]]), [_key("v", "b", 5, (3,))])  # positive: same video+frame+objects
+    anchor = torch.tensor([[2.0, 0.0]], requires_grad=True)
+    loss = object_contrastive_loss(anchor, [_key("v", "a", 5, (3,))], bank, num_negatives=2, tau=0.5)
+    # cosines: positive 1, negatives 0 and 0 -> -log(e^2 / (e^2 + 2))
+    assert math.isclose(loss.item(), -math.log(math.exp(2) / (math.exp(2) + 2)), rel_tol=1e-6)
+    loss.backward()
+    assert anchor.grad is not None and bank.embeddings[0].grad is None  # the bank is detached
+
+
+def test_anchor_needs_a_positive_and_enough_negatives():
+    bank = TokenBank(4)
+    bank.add(torch.randn(2, 3), [_key("x", "0", 0, (1,)), _key("v", "b", 1, (9,))])  # different objects: no positive
+    anchor = torch.randn(1, 3)
+    assert object_contrastive_loss(anchor, [_key("v", "a", 1, (3,))], bank, num_negatives=1) is None
+    bank.add(torch.randn(1, 3), [_key("v", "c", 1, (3,))])
+    assert object_contrastive_loss(anchor, [_key("v", "a", 1, (3,))], bank, num_negatives=3) is None  # 2 negatives
+    assert object_contrastive_loss(anchor, [_key("v", "a", 1, (3,))], bank, num_negatives=2) is not None
+
+
+def test_bank_is_fifo_and_round_trips():
+    bank = TokenBank(3)
+    bank.add(torch.arange(8.0).view(4, 2), [_key("v", str(i), i, (i,)) for i in range(4)])
+    assert len(bank) == 3 and bank.keys[0].expression == "1"
+    other = TokenBank(3)
+    other.load_state_dict(bank.state_dict())
+    assert list(other.keys) == list(bank.keys) and torch.equal(torch.stack(list(other.embeddings)),
+                                                               torch.stack(list(bank.embeddings)))
