@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader, Sampler
 
 from glus.data.clips import ClipDataset, ClipSpec, collate_clips

@@ -3,7 +3,6 @@ tensor in safetensors, the resolved recipe and the tokenizer. `load_export` rebu
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import shutil
 from pathlib import Path
