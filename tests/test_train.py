@@ -140,11 +140,12 @@ def test_resume_after_kill_repeats_the_uninterrupted_losses(tmp_path, synth_root
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     ckpt = None
-    while time.time() < deadline and proc.poll() is None:  # kill -9 right after the first checkpoint at step >= 4
-        steps_saved = [int(p.stem.split("step=")[1]) for p in killed.glob("synthetic/*/checkpoints/*step=*.ckpt")]
-        if steps_saved and max(steps_saved) >= 4:
+    while time.time() < deadline and proc.poll() is None:  # kill -9 right after a checkpoint at step >= 4
+        links = list(killed.glob("synthetic/*/checkpoints/last.ckpt"))
+        target = links[0].resolve() if links else None
+        if target is not None and target.is_file() and int(target.stem.split("step=")[1]) >= 4:
             proc.send_signal(signal.SIGKILL)
-            ckpt = next(killed.glob("synthetic/*/checkpoints/last.ckpt"))
+            ckpt = links[0]
             break
         time.sleep(0.02)
     proc.wait()

@@ -82,8 +82,11 @@ def fit(argv: list[str], runs_root: str = "runs", resume: str | None = None, nam
     if resume:
         run_dir = (root / name / "latest").resolve() if resume == "latest" else Path(resume).resolve()
         last = run_dir / "checkpoints" / "last.ckpt"
-        if not last.is_file():
-            raise FileNotFoundError(f"nothing to resume: {last} does not exist")
+        if not last.is_file():  # a kill between writing a checkpoint and relinking last.ckpt
+            saved = sorted(run_dir.glob("checkpoints/*step=*.ckpt"), key=lambda p: int(p.stem.split("step=")[1]))
+            if not saved:
+                raise FileNotFoundError(f"nothing to resume: no checkpoint in {run_dir / 'checkpoints'}")
+            last = saved[-1]
         ckpt = ["--ckpt_path", str(last)]
     else:
         run_dir = new_run_dir(root, name)
