@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from glus.data.errors import DataError, ProblemLog
+from glus.data.errors import DataError
 from glus.data.index import SplitIndex
 from glus.data.masks import MaskReader
 from glus.data.samplers import query_frames, rng_for, train_context_frames
@@ -41,14 +41,12 @@ def load_frames(video, frame_ids) -> np.ndarray:
 
 
 class ClipDataset(torch.utils.data.Dataset):
-    def __init__(self, splits: list[SplitIndex], weights: list[float], length: int, spec: ClipSpec, seed: int = 0,
-                 on_error: str = "fail"):
+    def __init__(self, splits: list[SplitIndex], weights: list[float], length: int, spec: ClipSpec, seed: int = 0):
         if len(splits) != len(weights) or not splits:
             raise ValueError("give one weight per split")
         self.splits, self.spec, self.seed, self.length = splits, spec, seed, length
         self.readers = [MaskReader(s) for s in splits]
         self.probs = np.asarray(weights, float) / np.sum(weights)
-        self.log = ProblemLog(on_error)
         # videos that have at least one expression with ground truth (GLUS: videos with >= 4 frames are preferred
         # but shorter ones are padded by the query sampler rather than dropped)
         self.videos = [sorted({e.video for e in s.expressions if e.mask.kind != "none"}) for s in splits]

@@ -43,7 +43,7 @@ class GLUSDataModule(L.LightningDataModule):
         if self.dataset is None:
             splits = [load_split(self.root, name, on_error=self.on_error) for name in self.mix]
             self.dataset = ClipDataset(splits, list(self.mix.values()), self.total_samples(), self.clip,
-                                       self.seed, self.on_error)
+                                       self.seed)
 
     def samples_per_step(self) -> int:
         world = self.trainer.world_size if self.trainer else 1
