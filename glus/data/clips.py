@@ -49,9 +49,9 @@ class ClipDataset(torch.utils.data.Dataset):
         self.probs = np.asarray(weights, float) / np.sum(weights)
         # videos that have at least one expression with ground truth (GLUS: videos with >= 4 frames are preferred
         # but shorter ones are padded by the query sampler rather than dropped)
-        self.videos = [sorted({e.video for e in s.expressions if e.mask.kind != "none"}) for s in splits]
-        self.by_video = [{v: [e for e in s.expressions if e.video == v] for v in vids}
-                         for s, vids in zip(splits, self.videos)]
+        self.by_video = [s.by_video() for s in splits]
+        self.videos = [sorted(v for v, exprs in groups.items() if any(e.mask.kind != "none" for e in exprs))
+                       for groups in self.by_video]
         for split, vids in zip(splits, self.videos):
             if not vids:
                 raise DataError(f"split {split.name} has no expression with ground truth", file=split.root)

@@ -75,6 +75,13 @@ class SplitIndex:
     def expressions_of(self, video: str) -> list[Expression]:
         return [e for e in self.expressions if e.video == video]
 
+    def by_video(self) -> dict[str, list[Expression]]:
+        """Expressions grouped by video in one pass (expressions_of is a scan per call)."""
+        groups: dict[str, list[Expression]] = {}
+        for e in self.expressions:
+            groups.setdefault(e.video, []).append(e)
+        return groups
+
     def summary(self) -> dict:
         return {
             "split": self.name,

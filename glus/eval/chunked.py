@@ -28,16 +28,12 @@ def predict_video(model, builder, video, texts: list[str], num_context: int, num
     for start in range(0, n, num_query):
         ids = list(range(start, min(start + num_query, n)))
         padded = ids + [ids[-1]] * (num_query - len(ids))
-        batch = ClipBatch(clip_input(frames[ctx + padded], builder_clip_size(model))[None].to(device),
+        batch = ClipBatch(clip_input(frames[ctx + padded], model.mllm.vision_tower.config.image_size)[None].to(device),
                           sam_input(frames[padded], model.segmenter.image_size)[None].to(device),
                           prompts, torch.zeros(len(texts), dtype=torch.long, device=device))
         logits = model(batch).mask_logits[:, : len(ids)]
         out[:, ids] = (model.logits_at_size(logits, video.height, video.width) > 0).cpu().numpy()
     return out
-
-
-def builder_clip_size(model) -> int:
-    return model.mllm.vision_tower.config.image_size
 
 
 def evaluate_split(model, builder, index, reader, num_context: int, num_query: int, max_videos: int | None = None,
@@ -46,9 +42,10 @@ def evaluate_split(model, builder, index, reader, num_context: int, num_query: i
     was_training = model.training
     model.eval()
     scores, kept = [], []
+    groups = index.by_video()
     try:
         for vid in list(index.videos)[:max_videos]:
-            exprs = [e for e in index.expressions_of(vid) if e.mask.kind != "none"]
+            exprs = [e for e in groups.get(vid, []) if e.mask.kind != "none"]
             if not exprs:
                 continue
             video = index.videos[vid]

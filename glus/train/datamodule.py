@@ -50,8 +50,12 @@ class GLUSDataModule(L.LightningDataModule):
         return self.batch_size * self.accumulate * world
 
     def total_samples(self) -> int:
-        steps = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else self.steps_per_epoch * max(
-            1, (self.trainer.max_epochs or 1) if self.trainer else 1)
+        """Samples of the whole run: max_steps optimiser steps, or max_epochs GLUS epochs when no max_steps."""
+        trainer = self.trainer
+        if trainer and trainer.max_steps > 0:
+            steps = trainer.max_steps
+        else:
+            steps = self.steps_per_epoch * max(1, (trainer.max_epochs or 1) if trainer else 1)
         return steps * self.samples_per_step()
 
     def train_dataloader(self) -> DataLoader:
