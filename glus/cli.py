@@ -55,6 +55,77 @@ def _runs_compare(args) -> int:
     return 0
 
 
+def _load_for_inference(args):
+    import torch
+
+    from glus.train.export import load_export
+
+    model, tokenizer, recipe = load_export(args.ckpt)
+    local = int(__import__("os").environ.get("LOCAL_RANK", 0))
+    device = torch.device(args.device if args.device != "auto" else
+                          (f"cuda:{local}" if torch.cuda.is_available() else "cpu"))
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16,
+             "auto": torch.bfloat16 if device.type == "cuda" else torch.float32}[args.precision]
+    return model.to(device, dtype), tokenizer, recipe
+
+
+def _predict(args) -> int:
+    from glus.data.cache import load_split
+    from glus.infer.predict import predict_split, shard_of_env, write_summary
+
+    index = load_split(args.root, args.data)
+    model, tokenizer, recipe = _load_for_inference(args)
+    shard = tuple(int(x) for x in args.shard.split("/")) if args.shard else shard_of_env()
+    num_context = recipe.get("model", {}).get("init_args", {}).get("num_context", 4)
+    summary = predict_split(model, tokenizer, index, args.out, mode=args.mode, shard=shard,
+                            batch_expressions=args.batch_expressions, num_context=num_context, window=args.window,
+                            progress=not args.quiet)
+    path = write_summary(args.out, summary)
+    print(f"{summary.expressions_written} expression(s) written, {summary.expressions_skipped} already complete "
+          f"(shard {shard[0]}/{shard[1]}): {args.out}  [{path.name}]")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from glus.data.cache import load_split
+    from glus.eval.evaluate import evaluate, print_table, write_results
+
+    index = load_split(args.root, args.data)
+    results, scored = evaluate(args.pred, index, missing=args.missing, workers=args.workers,
+                               progress=not args.quiet)
+    default = f"{args.pred.rstrip('/')}/results_{args.data.replace('/', '_')}.json"
+    out_json, out_csv = write_results(results, scored, args.out_json or default)
+    print_table(results)
+    print(f"wrote {out_json} and {out_csv}")
+    return 0
+
+
+def _submit(args) -> int:
+    from glus.data.cache import load_split
+    from glus.eval.submit import write_submission
+
+    info = write_submission(args.pred, load_split(args.root, args.data), args.out)
+    print(f"wrote {info['zip']}: {info['files']} PNGs, {info['expressions']} expressions, {info['videos']} videos")
+    return 0
+
+
+def _visualize(args) -> int:
+    from glus.data.cache import load_split
+    from glus.eval.visualize import visualize
+
+    for path in visualize(args.pred, load_split(args.root, args.data), args.out, args.expressions, args.count,
+                          args.format):
+        print(path)
+    return 0
+
+
+def _bench(args) -> int:
+    from glus.bench import run_bench
+
+    run_bench(args.out, long_frames=args.long_frames)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from glus.data.formats import FORMATS, SPLIT_NAMES
 
@@ -97,6 +168,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("control")
     p.set_defaults(func=_runs_compare)
 
+    p = sub.add_parser("predict", help="masks of every expression of a split: OUT/<video>/<exp_id>/<frame>.png")
+    p.add_argument("--ckpt", required=True, help="an export folder (written by glus fit: runs/<recipe>/latest/export)")
+    p.add_argument("--data", required=True, help=f"split: {', '.join(SPLIT_NAMES)}")
+    p.add_argument("--root", required=True, help="data root holding one folder per dataset")
+    p.add_argument("--out", required=True, help="prediction folder (a rerun resumes: finished expressions are kept)")
+    p.add_argument("--mode", choices=("engine", "faithful"), default="engine",
+                   help="engine: streaming with shared features and KV reuse; faithful: the published loop")
+    p.add_argument("--shard", default=None, help="RANK/WORLD, e.g. 0/4 (default: torchrun's RANK and WORLD_SIZE)")
+    p.add_argument("--batch-expressions", type=int, default=16, help="expressions of a video decoded together")
+    p.add_argument("--window", type=int, default=4, help="query frames per window (stride 1)")
+    p.add_argument("--device", default="auto", help="auto: cuda:LOCAL_RANK if available, else cpu")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 on GPU")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("evaluate", help="J, F, J&F (A, R for ReVOS) of a prediction folder with official aggregation")
+    p.add_argument("--pred", required=True)
+    p.add_argument("--data", required=True, help="a split with ground truth, e.g. mevis/valid_u, revos/valid")
+    p.add_argument("--root", required=True)
+    p.add_argument("--out-json", default=None, help="default: PRED/results_<split>.json (+ a per-expression .csv)")
+    p.add_argument("--missing", choices=("fail", "zero"), default="fail",
+                   help="expressions with missing or mis-sized PNGs: fail listing them (default) or score them 0")
+    p.add_argument("--workers", type=int, default=min(8, __import__("os").cpu_count() or 1),
+                   help="processes scoring videos in parallel")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("submit", help="check a prediction folder is complete and zip it for a benchmark server")
+    p.add_argument("--pred", required=True)
+    p.add_argument("--data", required=True, help="e.g. mevis/valid, refytvos/valid")
+    p.add_argument("--root", required=True)
+    p.add_argument("--out", required=True, help="the zip file")
+    p.set_defaults(func=_submit)
+
+    p = sub.add_parser("visualize", help="overlay videos (and per-frame IoU plots) of chosen expressions")
+    p.add_argument("--pred", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--root", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--expressions", nargs="*", default=None, help="VIDEO/EXP_ID ... (default: the first --count)")
+    p.add_argument("--count", type=int, default=4)
+    p.add_argument("--format", choices=("mp4", "gif"), default="mp4")
+    p.set_defaults(func=_visualize)
+
+    p = sub.add_parser("bench", help="figures, not tests: engine vs faithful speed, streaming peak memory")
+    p.add_argument("--out", default="runs/bench", help="working folder (synthetic videos, bench.json)")
+    p.add_argument("--long-frames", type=int, default=2000, help="frames of the long video for peak memory")
+    p.set_defaults(func=_bench)
+
     model = sub.add_parser("model", help="model inspection").add_subparsers(dest="model_command", required=True)
     p = model.add_parser("summary", help="trainable parameters by module (the 7B shapes on the meta device)")
     p.add_argument("--preset", choices=("glus-7b", "tiny"), default="glus-7b")
@@ -116,6 +236,19 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         print(f"glus: error: {err.describe()}", file=sys.stderr)
         return 2
+    except _user_errors() as err:
+        print(f"glus: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple:
+    """Errors that name the bad file and the fix: printed without a traceback."""
+    from glus.eval.evaluate import EvaluationError
+    from glus.eval.submit import SubmissionError
+    from glus.infer.paths import UnsafePathError
+    from glus.model.errors import CheckpointError
+
+    return EvaluationError, SubmissionError, UnsafePathError, CheckpointError
 
 
 if __name__ == "__main__":

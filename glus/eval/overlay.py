@@ -28,12 +28,15 @@ def overlay_frames(frames_THWC: np.ndarray, pred_THW: np.ndarray, gt_THW: np.nda
     return out
 
 
-def write_overlay(path: str | Path, frames_THWC, pred_THW, gt_THW=None, caption: str = "", fps: int = 4) -> Path:
-    """GIF (or MP4 when the path ends in .mp4) of the overlaid frames; written atomically."""
+def write_overlay(path: str | Path, frames_THWC, pred_THW, gt_THW=None, caption: str = "", fps: int = 4,
+                  scale: int | None = None) -> Path:
+    """GIF (or MP4 when the path ends in .mp4) of the overlaid frames; written atomically. Small frames are
+    enlarged (x2 below 400 px) so that a person can see them."""
+    scale = scale or (2 if max(frames_THWC.shape[1:3]) < 400 else 1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    images = overlay_frames(frames_THWC, pred_THW, gt_THW, caption)
+    images = overlay_frames(frames_THWC, pred_THW, gt_THW, caption, scale)
     if path.suffix == ".mp4":
         imageio.mimsave(tmp, images, fps=fps)
     else:

@@ -5,6 +5,8 @@ video and frame from another expression whose sorted object ids are identical; n
 the anchor's (video, expression) and not positives (read literally, the published rule could draw a positive
 as a negative too). One positive and `num_negatives` negatives are drawn per anchor; InfoNCE on
 cosine similarity with temperature tau. The bank holds detached embeddings of earlier batches.
+With `hard_negatives`, negatives from the anchor's own video (other objects, the look-alikes that only the
+expression can tell apart) are taken first and random ones fill the rest (an option; the published draw is random).
 """
 from __future__ import annotations
 
@@ -50,7 +52,8 @@ class TokenBank:
 
 def object_contrastive_loss(anchors_ND: torch.Tensor, keys: list[TokenKey], bank: TokenBank,
                             num_negatives: int = 128, tau: float = 0.07,
-                            generator: torch.Generator | None = None) -> torch.Tensor | None:
+                            generator: torch.Generator | None = None,
+                            hard_negatives: bool = False) -> torch.Tensor | None:
     """Mean InfoNCE over the anchors that have >= 1 positive and >= num_negatives negatives; None if none has."""
     pool_keys = list(bank.keys) + list(keys)
     if not pool_keys:
@@ -67,7 +70,10 @@ def object_contrastive_loss(anchors_ND: torch.Tensor, keys: list[TokenKey], bank
         if not pos or len(neg) < num_negatives:
             continue
         p = pos[int(torch.randint(len(pos), (1,), generator=generator))]
-        n = torch.tensor(neg)[torch.randperm(len(neg), generator=generator)[:num_negatives]]
+        n = torch.tensor(neg)[torch.randperm(len(neg), generator=generator)]
+        if hard_negatives:  # stable sort: same-video entries first, each group still in random order
+            n = n[torch.argsort(torch.tensor([pool_keys[j].video != key.video for j in n.tolist()]), stable=True)]
+        n = n[:num_negatives]
         candidates = F.normalize(torch.cat([pool[p:p + 1], pool[n]]), dim=-1)
         logits = candidates @ F.normalize(anchors_ND[i], dim=-1) / tau
         losses.append(F.cross_entropy(logits[None], logits.new_zeros(1, dtype=torch.long)))

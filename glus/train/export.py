@@ -74,3 +74,15 @@ def load_export(folder: str | Path):
         if getattr(result, "unexpected_keys", None):
             raise CheckpointError(f"adapter keys the model does not have: {result.unexpected_keys[:20]}")
     return model.eval(), tokenizer, recipe
+
+
+def export_untrained(out: str | Path, builder_args: dict | None = None,
+                     builder: str = "glus.model.factory.TinyGLUSBuilder") -> Path:
+    """An export of a freshly initialised model (benchmarks, tests): the same files a trained run writes, so
+    everything downstream (predict, evaluate, bench) runs the path a user's export takes."""
+    from glus.train.module import GLUSModule
+
+    spec = {"class_path": builder, "init_args": dict(builder_args or {})}
+    module = GLUSModule(builder=instantiate(spec))
+    recipe = {"model": {"class_path": "glus.train.module.GLUSModule", "init_args": {"builder": spec}}}
+    return export_model(module, out, recipe)

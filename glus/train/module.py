@@ -37,7 +37,7 @@ class GLUSModule(L.LightningModule):
                  label_mode: str = "seg", blank_text: bool = False, seed: int = 0,
                  evaluation: EvalSpec | None = None, gradient_checkpointing: bool = False,
                  contrastive_bank: int = 512, contrastive_negatives: int = 128, contrastive_tau: float = 0.07,
-                 contrastive_splits: tuple[str, ...] = ("mevis/",)):
+                 contrastive_splits: tuple[str, ...] = ("mevis/",), contrastive_hard_negatives: bool = False):
         super().__init__()
         self.save_hyperparameters(ignore=["builder"])
         self.model, self.tokenizer = builder.build()
@@ -101,7 +101,8 @@ class GLUSModule(L.LightningModule):
         if not rows:
             return None
         anchors = torch.stack([seg_EQD[e, q] for e, q in rows])
-        loss = object_contrastive_loss(anchors, keys, self.bank, hp.contrastive_negatives, hp.contrastive_tau)
+        loss = object_contrastive_loss(anchors, keys, self.bank, hp.contrastive_negatives, hp.contrastive_tau,
+                                       hard_negatives=hp.contrastive_hard_negatives)
         self.bank.add(anchors, keys)
         return loss
 

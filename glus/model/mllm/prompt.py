@@ -78,12 +78,14 @@ class PromptBuilder:
         ids = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
         ids += self._text(SYSTEM + " ")
         labels = [IGNORE_INDEX] * len(ids)
+        prefix_len = 0
         for q in range(num_query):
             user = self._text("USER: ")
             if q == 0:
                 for _ in range(self.num_context):
                     user += self._image()
                 user += self._text("\n" + CONTEXT_LINE + "\n")
+                prefix_len = len(ids) + len(user)
             user += self._image() + self._text("\n" + pick(QUESTIONS).format(exp=exp) + " ASSISTANT: ")
             answer = self._text(pick(ANSWERS)) + [self.tok.eos_token_id]
             if answer.count(self.seg_id) != 1:
@@ -92,7 +94,18 @@ class PromptBuilder:
             labels += [IGNORE_INDEX] * len(user)
             labels += answer if self.label_mode == "answer" else [a if a == self.seg_id else IGNORE_INDEX
                                                                     for a in answer]
-        return {"input_ids": ids, "labels": labels}
+        # prefix_len: the tokens before the first query frame (system, context frames, context line). They do not
+        # depend on the expression nor on the query frames, so inference encodes them once per video (KV cache).
+        return {"input_ids": ids, "labels": labels, "prefix_len": prefix_len}
+
+    def split_for_cache(self, expression: str, num_query: int) -> tuple[list[int], list[int]]:
+        """(prefix, suffix) token ids of the inference prompt: the suffix holds the query rounds and ends at the
+        token that predicts the last [SEG] (the answer is forced, so one forward reads it; nothing after it
+        can change it under causal attention)."""
+        item = self.build(expression, num_query)
+        ids, p = item["input_ids"], item["prefix_len"]
+        last_seg = len(ids) - 1 - ids[::-1].index(self.seg_id)
+        return ids[:p], ids[p:last_seg]
 
     def collate(self, items: list[dict], num_query: int) -> PromptBatch:
         length = max(len(it["input_ids"]) for it in items)

@@ -1,0 +1,89 @@
+"""`glus submit`: zip a prediction folder in a benchmark server's layout, after checking it is complete.
+
+- MeViS (valid) and others: `<video>/<exp_id>/<frame>.png` at the zip root;
+- Ref-YouTube-VOS: `Annotations/<video>/<exp_id>/<frame>.png`.
+Every video, expression and listed frame must be there, decode, have the frame's size and hold only 0/255
+(the servers read 8-bit 0/255 masks). Any problem refuses the whole zip with the list of problems. Names from
+the metadata go through `safe_join`, so a crafted name can neither read nor write outside the folders.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from glus.data.index import SplitIndex
+from glus.infer.paths import safe_join
+
+ZIP_PREFIX = {"refytvos": "Annotations"}
+
+
+class SubmissionError(RuntimeError):
+    pass
+
+
+def _check_png(path: Path, height: int, width: int) -> str | None:
+    if not path.is_file():
+        return "missing"
+    try:
+        with Image.open(path) as im:
+            mode, arr = im.mode, np.asarray(im)
+    except Exception as err:  # noqa: BLE001 - reported with the file name
+        return f"does not decode ({err})"
+    if mode not in ("L", "P", "1"):
+        return f"mode {mode}: expected an 8-bit single-channel PNG"
+    if arr.shape[:2] != (height, width):
+        return f"size {arr.shape[1]}x{arr.shape[0]}, expected {width}x{height}"
+    if mode == "L" and not np.isin(np.unique(arr), (0, 255)).all():
+        return f"values {np.unique(arr)[:6].tolist()}: the server expects 0/255"
+    return None
+
+
+def submission_files(pred_root: str | Path, index: SplitIndex) -> tuple[list[tuple[Path, str]], list[str]]:
+    """(file, name in zip) for every expected PNG, and the problems found."""
+    prefix = ZIP_PREFIX.get(index.name.split("/")[0])
+    files, problems = [], []
+    for e in index.expressions:
+        video = index.videos[e.video]
+        try:
+            folder = safe_join(pred_root, e.pred_dir, "prediction folder")
+        except ValueError as err:
+            problems.append(f"{e.video}/{e.exp_id}: {err}")
+            continue
+        if not folder.is_dir():
+            problems.append(f"{folder}: no prediction folder for expression {e.exp_id} of {e.video}")
+            continue
+        for frame in video.frames:
+            try:
+                path = safe_join(folder, f"{frame}.png", "frame name")
+            except ValueError as err:
+                problems.append(f"{e.video}: {err}")
+                continue
+            reason = _check_png(path, video.height, video.width)
+            if reason:
+                problems.append(f"{path}: {reason}")
+            else:
+                arcname = "/".join(p for p in (prefix, e.pred_dir, f"{frame}.png") if p)
+                files.append((path, arcname))
+    return files, problems
+
+
+def write_submission(pred_root: str | Path, index: SplitIndex, out_zip: str | Path) -> dict:
+    files, problems = submission_files(pred_root, index)
+    if problems:
+        shown = "\n  ".join(problems[:30]) + (f"\n  ... and {len(problems) - 30} more" if len(problems) > 30 else "")
+        raise SubmissionError(f"refusing to write {out_zip}: {len(problems)} problem(s) in {pred_root}:\n  {shown}\n"
+                              "fix: run `glus predict` again (it resumes and fills what is missing)")
+    out_zip = Path(out_zip)
+    out_zip.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_zip.with_name(out_zip.name + ".tmp")
+    # PNGs are already compressed: store them (deflate would cost minutes on large splits for ~nothing)
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for path, arcname in files:
+            zf.write(path, arcname)
+    os.replace(tmp, out_zip)
+    return {"zip": str(out_zip), "split": index.name, "videos": len(index.videos),
+            "expressions": len(index.expressions), "files": len(files)}
