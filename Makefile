@@ -6,14 +6,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.glus-installed
 RECIPE ?= synthetic
 DATA ?= data/synthetic
+CKPT ?= runs/synthetic/latest/export
+BENCH ?= mevis/valid_u
+ROOT ?= $(DATA)
+PRED ?= runs/predictions/$(subst /,_,$(BENCH))
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test synth check train clean-venv help
+.PHONY: install test synth check train eval bench clean-venv help
 
 help:
-	@echo "make install | test | synth | check | train [RECIPE=$(RECIPE)]"
+	@echo "make install | test | synth | check | train [RECIPE=$(RECIPE)] | eval [CKPT= BENCH= ROOT=] | bench"
 
 install: $(STAMP)
 
@@ -57,3 +61,16 @@ ifeq ($(RECIPE),synthetic)
 else
 	$(BIN)/glus fit --config recipes/$(RECIPE).yaml
 endif
+
+# Predict a split, then score it (splits with ground truth) or zip it for the benchmark's server.
+eval: install
+	$(BIN)/glus predict --ckpt $(CKPT) --data $(BENCH) --root $(ROOT) --out $(PRED)
+	@if $(BIN)/glus data index --root $(ROOT) --data $(BENCH) | grep -q '"ground_truth": true'; then \
+		$(BIN)/glus evaluate --pred $(PRED) --data $(BENCH) --root $(ROOT) --out-json $(PRED)/results.json; \
+	else \
+		$(BIN)/glus submit --pred $(PRED) --data $(BENCH) --root $(ROOT) --out $(PRED).zip; \
+	fi
+
+# Figures, not tests: engine vs faithful loop speed, peak memory of streaming prediction (runs/bench/bench.json).
+bench: install
+	$(BIN)/glus bench --out runs/bench
