@@ -86,15 +86,16 @@ import json, resource, sys, torch
 from glus.cli import main
 rc = main(sys.argv[1:])
 gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+end = int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
 print("BENCH " + json.dumps({"rc": rc, "host_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                             "gpu_peak_mib": gpu}))
+                             "host_end_mib": end, "gpu_peak_mib": gpu}))
 """
 
 
 def peak_memory(export: Path, root: Path, out: Path) -> dict:
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _CHILD, "predict", "--ckpt", str(export), "--data", "mevis/valid",
-                           "--root", str(root), "--out", str(out), "--quiet"], capture_output=True, text=True)
+                           "--root", str(root), "--out", str(out), "--quiet"], capture_output=True, text=True, check=False)
     line = [x for x in proc.stdout.splitlines() if x.startswith("BENCH ")]
     if proc.returncode or not line:
         raise RuntimeError(f"the memory bench's predict failed:\n{proc.stderr[-3000:]}")
@@ -113,7 +114,7 @@ def run_bench(out: str | Path = "runs/bench", long_frames: int = 2000) -> dict:
     if not (synth / "mevis").exists():
         from glus.data.synth import write_synthetic
         write_synthetic(synth, seed=0, videos=8)
-    report = {"speed": {"cpu": speed(export, synth, "cpu")}}
+    report = {"speed": {"cpu": speed(export, synth, "cpu", repeats=3)}}
     if torch.cuda.is_available():
         report["speed"]["cuda"] = speed(export, synth, "cuda", repeats=3)
     report["memory"] = {}
@@ -138,7 +139,8 @@ def _print(report: dict, long_frames: int) -> None:
     for frames in (100, long_frames):
         gpu = m[frames]["gpu_peak_mib"]
         print(f"[memory] streaming predict, {frames} frames at {LONG_SIZE[0]}x{LONG_SIZE[1]}, 4 expressions: host peak "
-              f"{m[frames]['host_peak_mib']:.0f} MiB" + (f", GPU peak {gpu:.0f} MiB" if gpu is not None else "")
+              f"{m[frames]['host_peak_mib']:.0f} MiB, at the end {m[frames]['host_end_mib']:.0f} MiB"
+              + (f", GPU peak {gpu:.0f} MiB" if gpu is not None else "")
               + f" ({m[frames]['seconds']:.0f} s; the decoded video alone would be "
               f"{m['whole_video_uint8_mib'][frames]:.0f} MiB)")
     print(f"ratio of peaks {long_frames}/100 frames: "

@@ -40,3 +40,19 @@ def test_bank_is_fifo_and_round_trips():
     other.load_state_dict(bank.state_dict())
     assert list(other.keys) == list(bank.keys) and torch.equal(torch.stack(list(other.embeddings)),
                                                                torch.stack(list(bank.embeddings)))
+
+
+def test_hard_negatives_come_from_the_anchors_own_video_first():
+    bank = TokenBank(64)
+    others = torch.tensor([[0.0, 1.0]]).repeat(20, 1)          # cosine 0 with the anchor
+    bank.add(others, [_key(f"o{i}", "0", 0, (1,)) for i in range(20)])
+    bank.add(torch.tensor([[1.0, 0.0]]), [_key("v", "b", 5, (3,))])        # positive
+    bank.add(torch.tensor([[-1.0, 0.0]]), [_key("v", "c", 5, (4,))])       # look-alike in the same video
+    anchor = torch.tensor([[1.0, 0.0]])
+    key = [_key("v", "a", 5, (3,))]
+    hard = object_contrastive_loss(anchor, key, bank, num_negatives=1, tau=1.0, hard_negatives=True)
+    # the only negative drawn is the same-video one (cosine -1): -log(e / (e + e^-1))
+    assert math.isclose(hard.item(), -math.log(math.e / (math.e + math.exp(-1))), rel_tol=1e-6)
+    g = torch.Generator().manual_seed(0)
+    random = object_contrastive_loss(anchor, key, bank, num_negatives=1, tau=1.0, generator=g)
+    assert math.isclose(random.item(), -math.log(math.e / (math.e + 1)), rel_tol=1e-6)  # 21 of 22: another video

@@ -79,7 +79,7 @@ def test_a_missing_folder_fails_before_any_decoding(mevis):
 
 
 def test_cli_writes_json_and_csv_and_exits_2_on_problems(mevis, tmp_path, capsys):
-    index, pred = mevis
+    _, pred = mevis
     out = tmp_path / "r.json"
     assert main(["evaluate", "--pred", str(pred), "--data", "mevis/valid_u", "--root", str(tmp_path),
                  "--out-json", str(out), "--workers", "1", "--quiet"]) == 0
