@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from glus.data.errors import DataError
@@ -61,7 +62,7 @@ def _load_for_inference(args):
     from glus.train.export import load_export
 
     model, tokenizer, recipe = load_export(args.ckpt)
-    local = int(__import__("os").environ.get("LOCAL_RANK", 0))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device(args.device if args.device != "auto" else
                           (f"cuda:{local}" if torch.cuda.is_available() else "cpu"))
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16,
@@ -190,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-json", default=None, help="default: PRED/results_<split>.json (+ a per-expression .csv)")
     p.add_argument("--missing", choices=("fail", "zero"), default="fail",
                    help="expressions with missing or mis-sized PNGs: fail listing them (default) or score them 0")
-    p.add_argument("--workers", type=int, default=min(8, __import__("os").cpu_count() or 1),
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                    help="processes scoring videos in parallel")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_evaluate)
