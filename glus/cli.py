@@ -127,6 +127,12 @@ def _bench(args) -> int:
     return 0
 
 
+def _prediction_args(p: argparse.ArgumentParser, data_help: str = "the split the predictions are for") -> None:
+    p.add_argument("--pred", required=True, help="a prediction folder written by glus predict")
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--root", required=True, help="data root holding one folder per dataset")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from glus.data.formats import FORMATS, SPLIT_NAMES
 
@@ -185,9 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("evaluate", help="J, F, J&F (A, R for ReVOS) of a prediction folder with official aggregation")
-    p.add_argument("--pred", required=True)
-    p.add_argument("--data", required=True, help="a split with ground truth, e.g. mevis/valid_u, revos/valid")
-    p.add_argument("--root", required=True)
+    _prediction_args(p, data_help="a split with ground truth, e.g. mevis/valid_u, revos/valid")
     p.add_argument("--out-json", default=None, help="default: PRED/results_<split>.json (+ a per-expression .csv)")
     p.add_argument("--missing", choices=("fail", "zero"), default="fail",
                    help="expressions with missing or mis-sized PNGs: fail listing them (default) or score them 0")
@@ -197,16 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("submit", help="check a prediction folder is complete and zip it for a benchmark server")
-    p.add_argument("--pred", required=True)
-    p.add_argument("--data", required=True, help="e.g. mevis/valid, refytvos/valid")
-    p.add_argument("--root", required=True)
+    _prediction_args(p, data_help="e.g. mevis/valid, refytvos/valid")
     p.add_argument("--out", required=True, help="the zip file")
     p.set_defaults(func=_submit)
 
     p = sub.add_parser("visualize", help="overlay videos (and per-frame IoU plots) of chosen expressions")
-    p.add_argument("--pred", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--root", required=True)
+    _prediction_args(p)
     p.add_argument("--out", required=True)
     p.add_argument("--expressions", nargs="*", default=None, help="VIDEO/EXP_ID ... (default: the first --count)")
     p.add_argument("--count", type=int, default=4)

@@ -12,14 +12,14 @@ reports every such expression and fails, unless `missing="zero"` scores them J =
 from __future__ import annotations
 
 import csv
-import json
-import os
+import io
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from rich.progress import track
 
 from glus.data.index import SplitIndex
 from glus.data.masks import MaskReader
@@ -30,6 +30,7 @@ from glus.eval.metrics import (
     score_expression,
 )
 from glus.infer.paths import safe_join
+from glus.io import atomic_write_json, atomic_write_text
 
 PNG_CONVENTION = ("any non-zero pixel is foreground, in predictions and ground truth (0/1 and 0/255 PNGs score "
                   "the same); A and R are computed on these binary masks")
@@ -125,18 +126,10 @@ def score_split(pred_root: str | Path, index: SplitIndex, workers: int = 0, prog
 
 
 def _collect(result: SplitScores, per_video, total: int, progress: bool) -> None:
-    for scores, problems, zeroed in _with_bar(per_video, total, progress):
+    for scores, problems, zeroed in track(per_video, total=total, description="scoring videos", disable=not progress):
         result.scores += scores
         result.problems += problems
         result.zeroed.update(zeroed)
-
-
-def _with_bar(iterable, total: int, enabled: bool):
-    if not enabled:
-        yield from iterable
-        return
-    from rich.progress import track
-    yield from track(iterable, total=total, description="scoring videos")
 
 
 def missing_folders(pred_root: str | Path, index: SplitIndex) -> list[str]:
@@ -172,23 +165,24 @@ def _problem_text(n: int, lines: list[str], pred_root) -> str:
             "to score them as 0")
 
 
-def write_results(results: dict, scored: SplitScores, out_json: str | Path, out_csv: str | Path | None = None):
-    out_json = Path(out_json)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_json.with_name(out_json.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out_json)
-    out_csv = Path(out_csv) if out_csv else out_json.with_suffix(".csv")
-    tmp = out_csv.with_name(out_csv.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["video", "exp_id", "type_id", "frames", "j", "f", "jf", "a", "r", "scored_zero"])
-        for s in scored.scores:
-            w.writerow([s.video, s.exp_id, "" if s.type_id is None else s.type_id, s.frames, f"{s.j:.6f}",
-                        f"{s.f:.6f}", f"{s.jf:.6f}", "" if s.a is None else f"{s.a:.6f}",
-                        "" if s.r is None else f"{s.r:.6f}", int((s.video, s.exp_id) in scored.zeroed)])
-    os.replace(tmp, out_csv)
-    return out_json, out_csv
+def write_scores_csv(path: str | Path, scores: list[ExpressionScore], zeroed: set = frozenset()) -> Path:
+    """One row per expression (evaluation and training's final evaluation write the same columns)."""
+    def num(x):
+        return "" if x is None else f"{x:.6f}"
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["video", "exp_id", "type_id", "frames", "j", "f", "jf", "a", "r", "scored_zero"])
+    for s in scores:
+        w.writerow([s.video, s.exp_id, "" if s.type_id is None else s.type_id, s.frames, num(s.j), num(s.f),
+                    num(s.jf), num(s.a), num(s.r), int((s.video, s.exp_id) in zeroed)])
+    return atomic_write_text(path, buf.getvalue())
+
+
+def write_results(results: dict, scored: SplitScores, out_json: str | Path) -> tuple[Path, Path]:
+    """OUT_JSON and, beside it, the per-expression CSV."""
+    out_json = atomic_write_json(out_json, results)
+    return out_json, write_scores_csv(out_json.with_suffix(".csv"), scored.scores, scored.zeroed)
 
 
 def print_table(results: dict) -> None:

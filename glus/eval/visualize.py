@@ -55,8 +55,8 @@ def visualize(pred_root: str | Path, index: SplitIndex, out: str | Path, wanted:
         if bad:
             raise FileNotFoundError(f"predictions of {e.video}/{e.exp_id} in {folder} cannot be shown: {bad[:5]}")
         pred = np.stack(preds)
-        gt = reader.targets(e, range(len(video.frames))) if e.mask.kind != "none" and e.mask.kind != "binary_png" \
-            else None
+        # sparse ground truth (ReasonVOS) has no mask on most frames: no outline then
+        gt = reader.targets(e, range(len(video.frames))) if e.mask.kind not in ("none", "binary_png") else None
         stem = safe_join(out, e.pred_dir, "output name")
         stem.parent.mkdir(parents=True, exist_ok=True)
         written.append(write_overlay(stem.with_name(stem.name + f".{fmt}"), load_frames(video, range(len(pred))),

@@ -23,8 +23,8 @@ import torch
 
 from glus.data.clips import load_frames
 from glus.data.samplers import inference_context_frames
-from glus.data.transforms import clip_input, sam_input
 from glus.model.mllm import PromptBuilder
+from glus.model.mllm.prompt import pad_right
 
 
 @dataclass
@@ -53,11 +53,11 @@ class _Base:
 
     def _clip_tokens(self, frames_THWC) -> torch.Tensor:
         mllm = self.model.mllm
-        return mllm.encode_frames(clip_input(frames_THWC, mllm.vision_tower.config.image_size).to(self.device))
+        return mllm.encode_frames(mllm.preprocess(frames_THWC))
 
     def _sam_features(self, frame_HWC):
         seg = self.model.segmenter
-        return seg.encode_image(sam_input(frame_HWC[None], seg.image_size).to(self.device, self.dtype))
+        return seg.encode_image(seg.preprocess(frame_HWC[None]).to(self.device, self.dtype))
 
     def _prompt(self, seg_hidden_ED: torch.Tensor) -> torch.Tensor:
         fcs = self.model.text_hidden_fcs[0]
@@ -105,12 +105,7 @@ class StreamingEngine(_Base):
 
     def _suffixes(self, texts: list[str]):
         parts = [self.prompts.split_for_cache(t, self.window)[1] for t in texts]
-        length = max(len(p) for p in parts)
-        ids = torch.full((len(parts), length), self.prompts.tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(parts), length), dtype=torch.long)
-        for i, p in enumerate(parts):
-            ids[i, :len(p)] = torch.tensor(p)
-            mask[i, :len(p)] = 1
+        ids, mask = pad_right(parts, self.prompts.tok.pad_token_id)
         last = torch.tensor([len(p) - 1 for p in parts], device=self.device)
         return ids.to(self.device), mask.to(self.device), last
 

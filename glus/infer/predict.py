@@ -7,17 +7,24 @@ so ranks never write the same folder and the union of the shards equals a single
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from glus.data.index import SplitIndex
 from glus.infer.engine import ENGINES
 from glus.infer.paths import commit_partial, safe_join, start_partial
+from glus.io import atomic_write_json
 
 
 @dataclass
@@ -72,15 +79,16 @@ def predict_split(model, tokenizer, index: SplitIndex, out: str | Path, mode: st
         summary.expressions_skipped += len(finals) - len(pending)
         if pending:
             todo.append((vid, pending))
-    bar = _progress(sum(len(index.videos[v].frames) * _chunks(len(p), batch_expressions, mode) for v, p in todo),
-                    progress)
-    with bar as (tick, describe):
+    total = sum(len(index.videos[v].frames) * _runs(len(p), batch_expressions, mode) for v, p in todo)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("predict", total=total)
         for vid, pending in todo:
-            describe(vid)
+            bar.update(task, description=vid[:40])
             for start in range(0, len(pending), batch_expressions):
                 chunk = pending[start:start + batch_expressions]
                 try:
-                    _predict_chunk(engine, index.videos[vid], chunk, tick)
+                    _predict_chunk(engine, index.videos[vid], chunk, lambda: bar.advance(task))
                 except Exception as err:
                     raise RuntimeError(f"prediction failed on video {vid!r} (expressions "
                                        f"{[e.exp_id for e, _ in chunk]}): {err}. Finished expressions are kept; "
@@ -91,56 +99,23 @@ def predict_split(model, tokenizer, index: SplitIndex, out: str | Path, mode: st
     return summary
 
 
-def _chunks(n: int, size: int, mode: str) -> int:
-    # progress is counted in frames processed: the faithful loop runs each expression separately
-    return n if mode == "faithful" else -(-n // size)
+def _runs(n: int, batch: int, mode: str) -> int:
+    """Passes over a video for n expressions: the engine batches them, the faithful loop runs one at a time
+    (the bar counts one step per frame result)."""
+    return n if mode == "faithful" else -(-n // batch)
 
 
-def _predict_chunk(engine, video, pending, tick) -> None:
-    exprs = [e for e, _ in pending]
+def _predict_chunk(engine, video, pending, advance) -> None:
     folders = [start_partial(f) for _, f in pending]
-    last = None
-    for result in engine.run(video, [e.text for e in exprs]):
+    for result in engine.run(video, [e.text for e, _ in pending]):
         masks = result.masks_at(engine.model, video.height, video.width).cpu().numpy()
         for i, mask in zip(result.expressions, masks):
             write_mask(folders[i], video.frames[result.frame], mask)
-        if (result.frame, result.expressions[0]) != last:
-            tick()
-            last = (result.frame, result.expressions[0])
+        advance()
     for _, final in pending:
         commit_partial(final)
 
 
-class _progress:
-    """A rich progress bar over frames (or a silent stand-in)."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
-
-    def __enter__(self):
-        if not self.enabled:
-            return (lambda: None), (lambda _: None)
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("frames"), TimeRemainingColumn())
-        self.bar.__enter__()
-        task = self.bar.add_task("predict", total=self.total)
-        return (lambda: self.bar.advance(task)), (lambda d: self.bar.update(task, description=d[:40]))
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.__exit__(*exc)
-
-
 def write_summary(out: str | Path, summary: PredictSummary) -> Path:
-    path = Path(out) / f"_predict.rank{summary.shard[0]}of{summary.shard[1]}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(asdict(summary), indent=2))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(Path(out) / f"_predict.rank{summary.shard[0]}of{summary.shard[1]}.json",
+                             asdict(summary))

@@ -1,8 +1,6 @@
 """The LightningModule: a thin shell around GLUS (losses, logging, optimiser, schedule, evaluation hooks)."""
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,19 +174,13 @@ class GLUSModule(L.LightningModule):
 
 
 def write_results(run_dir: Path, metrics: dict, scores, kept) -> None:
-    import csv
-
     from glus.data.clips import load_frames
+    from glus.eval.evaluate import write_scores_csv
     from glus.eval.overlay import write_overlay
+    from glus.io import atomic_write_json
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, run_dir / "metrics.json")
-    with open(run_dir / "per_expression.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["video", "exp_id", "j", "f", "jf"])
-        writer.writerows([s.video, s.exp_id, f"{s.j:.4f}", f"{s.f:.4f}", f"{s.jf:.4f}"] for s in scores)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    write_scores_csv(run_dir / "per_expression.csv", scores)
     for video, expr, pred, gt in kept:
         frames = load_frames(video, range(len(video.frames)))
         name = f"{video.id}_{expr.exp_id}".replace("/", "_")

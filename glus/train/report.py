@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from glus.io import atomic_write_json
 
 
 def merge_control(run_dir: str | Path, control_dir: str | Path) -> dict:
@@ -11,9 +12,7 @@ def merge_control(run_dir: str | Path, control_dir: str | Path) -> dict:
     main = json.loads((run_dir / "metrics.json").read_text())
     control = json.loads((control_dir / "metrics.json").read_text())
     main["control_blank_text"] = {k: control[k] for k in ("j", "f", "jf", "count")} | {"run": str(control_dir)}
-    tmp = run_dir / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(main, indent=2))
-    os.replace(tmp, run_dir / "metrics.json")
+    atomic_write_json(run_dir / "metrics.json", main)
     rows = [("at initialisation", main.get("initial")), ("after training", main),
             ("control: text blanked", main["control_blank_text"])]
     print(f"{'':24} {'J':>6} {'F':>6} {'J&F':>6}")

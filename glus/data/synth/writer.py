@@ -7,8 +7,6 @@ a few extra videos listed in both the valid and the test metadata, which readers
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from tqdm import tqdm
 from glus.data.synth.language import describe
 from glus.data.synth.render import render
 from glus.data.synth.scene import Scene, make_scene
+from glus.io import atomic_write_json
 
 WIDTH, HEIGHT = 160, 120
 SPLIT_SALT = {"train": 0, "valid_u": 1, "valid": 2, "test": 3}
@@ -59,10 +58,7 @@ def palette() -> list[int]:
 
 
 def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, indent=None)
 
 
 def _write_frames(folder: Path, names: list[str], frames: list[np.ndarray]) -> None:

@@ -39,6 +39,17 @@ def with_article(exp: str) -> str:
     return exp if exp.split(" ", 1)[0] in ("the", "a", "an", "this", "that", "all", "both") else f"the {exp}"
 
 
+def pad_right(sequences: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, L) long tensor right-padded with `value`, and its (N, L) attention mask."""
+    length = max(len(s) for s in sequences)
+    out = torch.full((len(sequences), length), value, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, :len(s)] = 1
+    return out, mask
+
+
 @dataclass
 class PromptBatch:
     input_ids: torch.Tensor       # (E, L) right-padded
@@ -108,16 +119,8 @@ class PromptBuilder:
         return ids[:p], ids[p:last_seg]
 
     def collate(self, items: list[dict], num_query: int) -> PromptBatch:
-        length = max(len(it["input_ids"]) for it in items)
-        pad = self.tok.pad_token_id
-        input_ids = torch.full((len(items), length), pad, dtype=torch.long)
-        labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(items), length), dtype=torch.long)
-        for i, it in enumerate(items):
-            n = len(it["input_ids"])
-            input_ids[i, :n] = torch.tensor(it["input_ids"])
-            labels[i, :n] = torch.tensor(it["labels"])
-            mask[i, :n] = 1
+        input_ids, mask = pad_right([it["input_ids"] for it in items], self.tok.pad_token_id)
+        labels, _ = pad_right([it["labels"] for it in items], IGNORE_INDEX)
         return PromptBatch(input_ids, mask, labels, self.seg_positions(input_ids, mask, num_query))
 
     def seg_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_query: int) -> torch.Tensor:
