@@ -8,7 +8,7 @@ from glus.model.factory import tiny_glus, tiny_mllm
 from glus.model.mllm import PromptBuilder, build_tiny_tokenizer
 from glus.model.mllm.lora import trainable_report
 from glus.model.mllm.model import pool_tokens
-from glus.model.mllm.prompt import IGNORE_INDEX
+from glus.model.mllm.prompt import IGNORE_INDEX, pad_right
 from tests.model_helpers import synthetic_batch
 
 
@@ -200,3 +200,35 @@ def test_dice_and_bce_hand_cases():
     assert dice_per_mask(half, target).item() == pytest.approx(1 - 1 / 3, abs=1e-4)
     assert dice_per_mask(torch.full((1, 4, 4), -30.0), torch.zeros(1, 4, 4)).item() == pytest.approx(0.0, abs=1e-3)
     assert bce_per_mask(half, target).item() == pytest.approx(np.log(2), abs=1e-6)
+
+
+def test_expression_loss_hand_case_and_wiring(tokenizer):
+    from glus.model.glus import GLUS
+    from glus.model.losses import LossWeights, expression_loss
+
+    # 1 expression, 2 query frames, vocabulary of 3; tokens [2, 0] and one padding slot
+    log_probs = torch.log(torch.tensor([[[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]]]))
+    ids = torch.tensor([[2, 0, IGNORE_INDEX]])
+    want = -(np.log(0.5) + np.log(0.2) + np.log(0.1) + np.log(0.6)) / 4
+    assert expression_loss(log_probs, ids).item() == pytest.approx(want, rel=1e-6)
+
+    builder = PromptBuilder(tokenizer, tokens_per_frame=16)
+    spelled = builder.expression_tokens("Red circle moving left.")
+    prompt = builder.build("Red circle moving left.", 1)["input_ids"]
+    assert any(prompt[i:i + len(spelled)] == spelled for i in range(len(prompt)))  # as the prompt spells it
+
+    model, tok = tiny_glus()
+    base = model.text_hidden_fcs[0][2].weight.detach().clone()
+    gained = GLUS(model.mllm, model.segmenter, LossWeights(expression=1.0), seg_projection_gain=5.0)
+    assert (gained.text_hidden_fcs[0][2].weight.norm() / base.norm()).item() == pytest.approx(5.0, rel=0.2)
+    batch = synthetic_batch(gained, tok)
+    with pytest.raises(ValueError, match="expression_ids"):
+        gained.losses(gained(batch), batch)
+    batch.expression_ids, _ = pad_right(
+        [builder.expression_tokens("the red circle"), builder.expression_tokens("the blue square moving up")],
+        IGNORE_INDEX)
+    batch.expression_ids = torch.cat([batch.expression_ids, batch.expression_ids[:1]])
+    losses = gained.losses(gained(batch), batch)
+    assert losses["expression"] > 0
+    losses["expression"].backward()
+    assert _nonzero(_grads(gained), "lora_B") and _nonzero(_grads(gained), "lm_head")

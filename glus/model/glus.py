@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glus.model.losses import LossWeights, bce_per_mask, ce_loss, dice_per_mask, label_positions
+from glus.model.losses import (LossWeights, bce_per_mask, ce_loss, dice_per_mask, expression_loss,
+                               label_positions)
 from glus.model.mllm.model import MultimodalLM
 from glus.model.mllm.prompt import PromptBatch
 from glus.model.segmenter import FrameFeatures, SAM2Segmenter
@@ -25,6 +26,7 @@ class ClipBatch:
     video_index: torch.Tensor          # (E,) the video of each expression
     masks: list | None = None          # per expression (Q, H, W) bool ground truth, at the size losses use
     meta: dict = field(default_factory=dict)  # ids for logging and the contrastive bank
+    expression_ids: torch.Tensor | None = None  # (E, T) the expressions' tokens, IGNORE_INDEX-padded
 
 
 @dataclass
@@ -44,7 +46,7 @@ def select_batch(feats: FrameFeatures, index: torch.Tensor) -> FrameFeatures:
 
 class GLUS(nn.Module):
     def __init__(self, mllm: MultimodalLM, segmenter: SAM2Segmenter, loss_weights: LossWeights | None = None,
-                 train_seg_projection: bool = True):
+                 train_seg_projection: bool = True, seg_projection_gain: float = 1.0):
         super().__init__()
         self.mllm, self.segmenter = mllm, segmenter
         self.loss_weights = loss_weights or LossWeights()
@@ -52,6 +54,10 @@ class GLUS(nn.Module):
         # LISA's name and layout (text_hidden_fcs.0.{0,2}); GLUS re-initialises it for SAM-2's prompt size.
         self.text_hidden_fcs = nn.ModuleList([nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True),
                                                             nn.Linear(d, out), nn.Dropout(0.0))])
+        if seg_projection_gain != 1.0:  # see TinyGLUSBuilder: start the [SEG] prompts at the decoder's token scale
+            with torch.no_grad():
+                self.text_hidden_fcs[0][2].weight.mul_(seg_projection_gain)
+                self.text_hidden_fcs[0][2].bias.mul_(seg_projection_gain)
         self.text_hidden_fcs.requires_grad_(train_seg_projection)
 
     # ---- stages -----------------------------------------------------------------------------------------
@@ -108,4 +114,10 @@ class GLUS(nn.Module):
         terms = {"ce": ce_loss(out.lm_logits, out.lm_targets), "bce": torch.cat(bce).mean(),
                  "dice": torch.cat(dice).mean()}
         terms["loss"] = w.ce * terms["ce"] + w.bce * terms["bce"] + w.dice * terms["dice"]
+        if w.expression > 0:
+            if batch.expression_ids is None:
+                raise ValueError("loss_weights.expression > 0 needs ClipBatch.expression_ids")
+            log_probs = self.mllm.logits_at(out.seg_hidden).float().log_softmax(-1)
+            terms["expression"] = expression_loss(log_probs, batch.expression_ids.to(log_probs.device))
+            terms["loss"] = terms["loss"] + w.expression * terms["expression"]
         return terms

@@ -15,6 +15,10 @@ class LossWeights:
     bce: float = 2.0
     dice: float = 0.5
     contrastive: float = 0.1
+    # Expression reconstruction: the LM head on each [SEG]-predicting hidden state must give the expression's
+    # tokens high probability. Off in the published recipes (a pretrained LLM's hidden states already carry
+    # their context); the synthetic recipe's LLM starts from random weights and needs this to read the text.
+    expression: float = 0.0
 
 
 def bce_per_mask(logits_NHW: torch.Tensor, targets_NHW: torch.Tensor) -> torch.Tensor:
@@ -41,3 +45,13 @@ def label_positions(labels_EL: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     shifted = labels_EL[:, 1:]
     rows, cols = (shifted != IGNORE_INDEX).nonzero(as_tuple=True)
     return (rows, cols), shifted[rows, cols]
+
+
+def expression_loss(log_probs_EQV: torch.Tensor, ids_ET: torch.Tensor) -> torch.Tensor:
+    """Bag-of-words reconstruction: mean over expressions, query frames and the expression's tokens of
+    -log p(token), with p the LM head's distribution at the [SEG]-predicting position. ids_ET is right-padded
+    with IGNORE_INDEX."""
+    valid = ids_ET != IGNORE_INDEX
+    picked = log_probs_EQV.gather(2, ids_ET.clamp(min=0)[:, None, :].expand(-1, log_probs_EQV.size(1), -1))
+    per_expression = -(picked * valid[:, None, :]).sum(2) / valid.sum(1, keepdim=True).clamp(min=1)  # (E, Q)
+    return per_expression.mean()

@@ -13,6 +13,7 @@ from glus.eval.metrics import aggregate_mean
 from glus.model.contrastive import TokenBank, TokenKey, object_contrastive_loss
 from glus.model.glus import ClipBatch
 from glus.model.mllm import PromptBuilder
+from glus.model.mllm.prompt import IGNORE_INDEX, pad_right
 from glus.train.schedule import warmup_linear
 
 BLANK_TEXT = "object"  # the control run's expression: says nothing about which object
@@ -55,10 +56,14 @@ class GLUSModule(L.LightningModule):
 
     def to_clip_batch(self, batch: dict) -> ClipBatch:
         q, seed = self.hparams.num_query, self.hparams.seed
-        items = [self.prompts.build(self.text(t), q, rng_for(seed, i, 1)) for t, i in zip(batch["texts"], batch["index"])]
+        texts = [self.text(t) for t in batch["texts"]]
+        items = [self.prompts.build(t, q, rng_for(seed, i, 1)) for t, i in zip(texts, batch["index"])]
+        expression_ids = None
+        if self.model.loss_weights.expression > 0:
+            expression_ids, _ = pad_right([self.prompts.expression_tokens(t) for t in texts], IGNORE_INDEX)
         return ClipBatch(batch["clip"], batch["sam"], self._to_device(self.prompts.collate(items, q)),
                          batch["video_index"].to(self.device), [m.to(self.device) for m in batch["masks"]],
-                         {"ids": batch["ids"]})
+                         {"ids": batch["ids"]}, expression_ids)
 
     def _to_device(self, prompts):
         for name in ("input_ids", "attention_mask", "labels", "seg_positions"):

@@ -109,6 +109,10 @@ class PromptBuilder:
         # depend on the expression nor on the query frames, so inference encodes them once per video (KV cache).
         return {"input_ids": ids, "labels": labels, "prefix_len": prefix_len}
 
+    def expression_tokens(self, expression: str) -> list[int]:
+        """The expression's token ids as the prompt spells it (after "segment ", with its article)."""
+        return self._text(" " + with_article(clean_expression(expression)))
+
     def split_for_cache(self, expression: str, num_query: int) -> tuple[list[int], list[int]]:
         """(prefix, suffix) token ids of the inference prompt: the suffix holds the query rounds and ends at the
         token that predicts the last [SEG] (the answer is forced, so one forward reads it; nothing after it

@@ -37,7 +37,10 @@ def _corpus() -> list[str]:
     words = list(COLOURS) + list(SHAPES) + ["grey", "bar", "object", "objects", "two", "three", "the", "that", "is"]
     lines = [SYSTEM, CONTEXT_LINE, "USER: ASSISTANT:", *QUESTIONS, *ANSWERS]
     lines += [p for ps in MOTION_PHRASES.values() for p in ps] + list(PLURAL_MOTION.values())
-    lines += [" ".join(words), "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 .,?!'\"-:;()"]
+    # The synthetic vocabulary is frequent, so each of its words becomes one token, as "red" or "circle" are in
+    # LLaMA's vocabulary: a from-scratch LM then links a word to its meaning without first composing fragments.
+    lines += [" " + " ".join(words)] * 20 + [" " + p for ps in MOTION_PHRASES.values() for p in ps] * 5
+    lines += ["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 .,?!'\"-:;()"]
     return lines * 3
 
 
