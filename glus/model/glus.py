@@ -37,6 +37,7 @@ class GLUSOutput:
     lm_logits: torch.Tensor       # (N, vocab) at the supervised positions
     lm_targets: torch.Tensor      # (N,)
     object_scores: torch.Tensor   # (E, Q) SAM-2 object score logits
+    seg_logits: torch.Tensor | None = None  # (E, Q, vocab) LM head at the [SEG]-predicting positions
 
 
 def select_batch(feats: FrameFeatures, index: torch.Tensor) -> FrameFeatures:
@@ -72,7 +73,13 @@ class GLUS(nn.Module):
         rows = torch.arange(len(hidden), device=hidden.device)[:, None]
         seg_hidden = hidden[rows, p.seg_positions - 1]  # the position that predicts [SEG] (LISA, GLUS)
         (r, c), targets = label_positions(p.labels)
-        return seg_hidden, self.mllm.logits_at(hidden[r, c]), targets
+        if self.loss_weights.expression <= 0:
+            return seg_hidden, self.mllm.logits_at(hidden[r, c]), targets, None
+        # one lm_head call for both losses: DeepSpeed ZeRO-2 reduces each gradient once per step, and a module
+        # used twice in the graph fires its gradient hooks twice
+        logits = self.mllm.logits_at(torch.cat([hidden[r, c], seg_hidden.flatten(0, 1)]))
+        n = len(targets)
+        return seg_hidden, logits[:n], targets, logits[n:].view(*seg_hidden.shape[:2], -1)
 
     def segment(self, batch: ClipBatch, seg_embeddings: torch.Tensor):
         """Query frames in order through the SAM-2 decoder, each conditioned on the memory of earlier ones."""
@@ -88,10 +95,10 @@ class GLUS(nn.Module):
         return torch.stack(logits, 1), torch.stack(scores, 1)
 
     def forward(self, batch: ClipBatch) -> GLUSOutput:
-        seg_hidden, lm_logits, targets = self.language(batch)
+        seg_hidden, lm_logits, targets, seg_logits = self.language(batch)
         seg_embeddings = self.text_hidden_fcs[0](seg_hidden.to(self.text_hidden_fcs[0][0].weight.dtype))
         mask_logits, scores = self.segment(batch, seg_embeddings)
-        return GLUSOutput(mask_logits, seg_embeddings, seg_hidden, lm_logits, targets, scores)
+        return GLUSOutput(mask_logits, seg_embeddings, seg_hidden, lm_logits, targets, scores, seg_logits)
 
     # ---- losses -----------------------------------------------------------------------------------------
 
@@ -117,7 +124,7 @@ class GLUS(nn.Module):
         if w.expression > 0:
             if batch.expression_ids is None:
                 raise ValueError("loss_weights.expression > 0 needs ClipBatch.expression_ids")
-            log_probs = self.mllm.logits_at(out.seg_hidden).float().log_softmax(-1)
+            log_probs = out.seg_logits.float().log_softmax(-1)
             terms["expression"] = expression_loss(log_probs, batch.expression_ids.to(log_probs.device))
             terms["loss"] = terms["loss"] + w.expression * terms["expression"]
         return terms
