@@ -75,8 +75,7 @@ class GLUS(nn.Module):
         (r, c), targets = label_positions(p.labels)
         if self.loss_weights.expression <= 0:
             return seg_hidden, self.mllm.logits_at(hidden[r, c]), targets, None
-        # one lm_head call for both losses: DeepSpeed ZeRO-2 reduces each gradient once per step, and a module
-        # used twice in the graph fires its gradient hooks twice
+        # one lm_head call serves both losses (the [SEG]-predicting rows are appended to the supervised ones)
         logits = self.mllm.logits_at(torch.cat([hidden[r, c], seg_hidden.flatten(0, 1)]))
         n = len(targets)
         return seg_hidden, logits[:n], targets, logits[n:].view(*seg_hidden.shape[:2], -1)
