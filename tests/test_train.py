@@ -176,6 +176,7 @@ def test_deepspeed_zero2_fit_on_cpu(tmp_path, synth_root):
 
     engine = trainer.strategy.model
     assert isinstance(engine, deepspeed.DeepSpeedEngine) and engine.zero_optimization_stage() == 2
+    assert deepspeed.comm.comm.cdb.shm_comm_op is None  # gloo only: no JIT-compiled shared-memory op
     assert trainer.global_step == 3
     changed = [n for n, p in module.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
     assert len(changed) > 0.5 * len(before)
