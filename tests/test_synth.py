@@ -9,6 +9,7 @@ from glus.cli import main
 from glus.data.cache import load_split
 from glus.data.masks import MaskReader
 from glus.data.synth import write_synthetic
+from glus.data.synth.language import expression_kinds
 from glus.data.synth.writer import make_video
 
 
@@ -83,3 +84,27 @@ def test_no_target_expressions_on_request(tmp_path):
     assert index.summary()["no_target"] == 4
     empty = next(e for e in index.expressions if not e.has_target)
     assert not np.any(MaskReader(index).target(empty, 0))
+
+
+def test_expression_kinds_say_what_tells_the_object_apart(synth_root):
+    videos = [make_video(0, "train", i, no_target_rate=0.3) for i in range(32)]
+    seen = Counter()
+    for v in videos:
+        looks = Counter((o.colour, o.shape) for o in v.scene.objects)
+        for r in v.referrals:
+            if not r.obj_ids:
+                expected = "absent"
+            elif len(r.obj_ids) > 1:
+                expected = "plural"
+            elif r.text.startswith("the object "):
+                expected = "motion"
+            else:
+                o = v.scene.objects[r.obj_ids[0]]
+                expected = "look-alike" if looks[(o.colour, o.shape)] > 1 else "appearance"
+            assert r.kind == expected, (v.vid, r.text)
+            seen[r.kind] += 1
+    assert set(seen) == {"appearance", "look-alike", "motion", "plural", "absent"}
+    kinds = expression_kinds(synth_root / "mevis/valid_u/meta_expressions.json")
+    index = load_split(synth_root, "mevis/valid_u")
+    assert set(kinds) == {(e.video, e.exp_id) for e in index.expressions}  # every expression, nothing more
+    assert expression_kinds(synth_root / "refytvos/valid/missing.json") == {}

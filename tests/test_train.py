@@ -97,6 +97,7 @@ def test_tiny_fit_writes_metrics_overlays_and_an_export_that_reloads(tmp_path, s
     run = (tmp_path / "runs" / "synthetic" / "latest").resolve()
     metrics = json.loads((run / "metrics.json").read_text())
     assert all(0 <= metrics[k] <= 1 for k in ("j", "f", "jf")) and metrics["steps"] == 4 and "initial" in metrics
+    assert sum(m["count"] for m in metrics["by_kind"].values()) == metrics["count"]
     assert list((run / "overlays").glob("*.gif")) and (run / "per_expression.csv").is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "tensorboard").is_dir()
     assert list((run / "wandb").glob("offline-run-*"))
@@ -182,3 +183,22 @@ def test_deepspeed_zero2_fit_on_cpu(tmp_path, synth_root):
     assert len(changed) > 0.5 * len(before)
     trainer.save_checkpoint(str(tmp_path / "ds.ckpt"))
     assert (tmp_path / "ds.ckpt").is_dir()  # a DeepSpeed checkpoint folder (per-rank optimizer shards)
+
+
+def test_runs_compare_adds_the_control_and_prints_both(tmp_path, capsys):
+    from glus.train.report import merge_control
+
+    def run(name, jf, kinds):
+        folder = tmp_path / name
+        folder.mkdir()
+        by_kind = {k: {"j": v, "f": v, "jf": v, "count": 2} for k, v in kinds.items()}
+        (folder / "metrics.json").write_text(json.dumps({"j": jf, "f": jf, "jf": jf, "count": 4, "by_kind": by_kind}))
+        return folder
+
+    main_run = run("main", 0.7, {"appearance": 0.8, "motion": 0.6})
+    merged = merge_control(main_run, run("control", 0.2, {"appearance": 0.25, "motion": 0.15}))
+    assert merged["control_blank_text"]["jf"] == 0.2 and merged["control_blank_text"]["by_kind"]["motion"]["jf"] == 0.15
+    assert json.loads((main_run / "metrics.json").read_text()) == merged  # written back
+    out = capsys.readouterr().out
+    assert "control: text blanked" in out and "0.200" in out
+    assert [line.split() for line in out.splitlines() if line.startswith("motion")] == [["motion", "2", "0.600", "0.150"]]

@@ -9,11 +9,13 @@ import lightning as L
 import torch
 
 from glus.data.samplers import rng_for
+from glus.data.synth.language import expression_kinds
 from glus.eval.metrics import aggregate_mean
 from glus.model.contrastive import TokenBank, TokenKey, object_contrastive_loss
 from glus.model.glus import ClipBatch
 from glus.model.mllm import PromptBuilder
 from glus.model.mllm.prompt import IGNORE_INDEX, pad_right
+from glus.train.report import by_kind
 from glus.train.schedule import warmup_linear
 
 BLANK_TEXT = "object"  # the control run's expression: says nothing about which object
@@ -173,10 +175,12 @@ class GLUSModule(L.LightningModule):
             return
         final, scores, kept = self.score(self.evaluation.max_videos, keep=self.evaluation.overlays)
         run_dir = Path(self.trainer.default_root_dir)
-        write_results(run_dir, {**final, **({"initial": self.results["initial"]} if "initial" in self.results else {}),
-                                "split": self.evaluation.split, "blank_text": self.hparams.blank_text,
-                                "steps": self.global_step},
-                      scores, kept)
+        metrics = {**final, **({"initial": self.results["initial"]} if "initial" in self.results else {}),
+                   "split": self.evaluation.split, "blank_text": self.hparams.blank_text, "steps": self.global_step}
+        kinds = expression_kinds(Path(self.evaluation.root) / self.evaluation.split / "meta_expressions.json")
+        if kinds:
+            metrics["by_kind"] = by_kind(scores, kinds)
+        write_results(run_dir, metrics, scores, kept)
         print(f"J&F after training: {final['jf']:.3f} (J {final['j']:.3f}, F {final['f']:.3f}) -> {run_dir}/metrics.json")
 
 

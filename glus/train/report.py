@@ -4,14 +4,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from glus.eval.metrics import aggregate_mean
 from glus.io import atomic_write_json
+
+
+def by_kind(scores, kinds: dict[tuple[str, str], str]) -> dict:
+    """J&F per kind of expression (the synthetic data's "kind": what tells the object apart)."""
+    groups: dict[str, list] = {}
+    for s in scores:
+        if (s.video, s.exp_id) in kinds:
+            groups.setdefault(kinds[(s.video, s.exp_id)], []).append(s)
+    return {kind: aggregate_mean(group) for kind, group in sorted(groups.items())}
 
 
 def merge_control(run_dir: str | Path, control_dir: str | Path) -> dict:
     run_dir, control_dir = Path(run_dir).resolve(), Path(control_dir).resolve()
     main = json.loads((run_dir / "metrics.json").read_text())
     control = json.loads((control_dir / "metrics.json").read_text())
-    main["control_blank_text"] = {k: control[k] for k in ("j", "f", "jf", "count")} | {"run": str(control_dir)}
+    keep = ("j", "f", "jf", "count", "by_kind")
+    main["control_blank_text"] = {k: control[k] for k in keep if k in control} | {"run": str(control_dir)}
     atomic_write_json(run_dir / "metrics.json", main)
     rows = [("at initialisation", main.get("initial")), ("after training", main),
             ("control: text blanked", main["control_blank_text"])]
@@ -19,5 +30,11 @@ def merge_control(run_dir: str | Path, control_dir: str | Path) -> dict:
     for label, m in rows:
         if m:
             print(f"{label:24} {m['j']:6.3f} {m['f']:6.3f} {m['jf']:6.3f}")
+    kinds_run, kinds_control = main.get("by_kind", {}), main["control_blank_text"].get("by_kind", {})
+    if kinds_run:
+        print(f"\n{'J&F by kind':24} {'count':>6} {'run':>6} {'blank':>6}")
+        for kind, m in kinds_run.items():
+            blank = kinds_control.get(kind, {}).get("jf")
+            print(f"{kind:24} {m['count']:6d} {m['jf']:6.3f} {'' if blank is None else f'{blank:6.3f}':>6}")
     print(f"metrics: {run_dir / 'metrics.json'}   overlays: {run_dir / 'overlays'}")
     return main

@@ -6,8 +6,10 @@ Several expressions per object give the contrastive loss its positives.
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -31,10 +33,20 @@ PLURAL_MOTION = {
 }
 
 
+# What tells the referred objects apart; the MeViS-layout metadata carries it as each expression's "kind", so
+# that a run can report J&F per kind (`expression_kinds`).
+APPEARANCE = "appearance"  # colour and shape suffice (motion words, if any, are redundant)
+LOOK_ALIKE = "look-alike"  # another object has the same colour and shape: only the motion separates them
+MOTION = "motion"          # "the object that stops": motion alone
+PLURAL = "plural"          # several objects
+ABSENT = "absent"          # no object of the video (MeViS v2 no-target)
+
+
 @dataclass
 class Referral:
     text: str
     obj_ids: list[int]
+    kind: str = APPEARANCE
 
 
 def _pick(options, rng: np.random.Generator) -> str:
@@ -48,25 +60,37 @@ def describe(scene: Scene, rng: np.random.Generator, no_target: bool = False) ->
     out: list[Referral] = []
     for o in objs:
         name = f"{o.colour} {o.shape}"
-        texts = set()
-        if looks[(o.colour, o.shape)] == 1:
-            texts.add(_pick((f"the {name}", f"the {o.shape} that is {o.colour}", f"{name}"), rng))
+        texts = {}
+        unique_look = looks[(o.colour, o.shape)] == 1
+        if unique_look:
+            texts[_pick((f"the {name}", f"the {o.shape} that is {o.colour}", f"{name}"), rng)] = APPEARANCE
         phrases = MOTION_PHRASES[o.motion]
         for phrase in rng.choice(phrases, size=2, replace=False):
-            texts.add(f"the {name} {phrase}")
+            texts[f"the {name} {phrase}"] = APPEARANCE if unique_look else LOOK_ALIKE
         if motions[o.motion] == 1 and o.shape != "bar":
-            texts.add(f"the object {_pick(phrases, rng)}")
-        out += [Referral(t, [o.obj_id]) for t in sorted(texts)]
+            texts[f"the object {_pick(phrases, rng)}"] = MOTION
+        out += [Referral(t, [o.obj_id], texts[t]) for t in sorted(texts)]
     for (colour, shape), n in looks.items():
         if n > 1:
             ids = [o.obj_id for o in objs if (o.colour, o.shape) == (colour, shape)]
-            out.append(Referral(f"the {'two' if n == 2 else 'three'} {colour} {shape}s", ids))
+            out.append(Referral(f"the {'two' if n == 2 else 'three'} {colour} {shape}s", ids, PLURAL))
     for motion, n in motions.items():
         if n > 1 and motion != "still":
             out.append(Referral(f"the objects {PLURAL_MOTION[motion]}",
-                                [o.obj_id for o in objs if o.motion == motion]))
+                                [o.obj_id for o in objs if o.motion == motion], PLURAL))
     if no_target:  # MeViS v2: an expression whose object is not in the video
         absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in looks]
         colour, shape = absent[int(rng.integers(len(absent)))]
-        out.append(Referral(f"the {colour} {shape}", []))
+        out.append(Referral(f"the {colour} {shape}", [], ABSENT))
     return out
+
+
+def expression_kinds(meta_file: str | Path) -> dict[tuple[str, str], str]:
+    """{(video, exp_id): kind} from a synthetic MeViS-layout meta_expressions.json; {} for any other file
+    (real benchmarks carry no kind, and older synthetic data neither)."""
+    meta_file = Path(meta_file)
+    if not meta_file.is_file():
+        return {}
+    videos = json.loads(meta_file.read_text()).get("videos", {})
+    return {(vid, str(eid)): exp["kind"] for vid, entry in videos.items()
+            for eid, exp in entry.get("expressions", {}).items() if isinstance(exp, dict) and "kind" in exp}

@@ -87,7 +87,7 @@ def write_mevis_split(out: Path, split: str, videos: list[SynthVideo], with_mask
             next_anno += 1
         exps = {}
         for k, ref in enumerate(v.referrals):
-            exps[str(k)] = {"exp": ref.text, "obj_id": ref.obj_ids}
+            exps[str(k)] = {"exp": ref.text, "obj_id": ref.obj_ids, "kind": ref.kind}  # readers ignore "kind"
             if with_masks:
                 exps[str(k)]["anno_id"] = [anno_of[o] for o in ref.obj_ids]
         meta[v.vid] = {"vid_id": v.vid, "frames": names, "expressions": exps}
