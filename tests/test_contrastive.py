@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from glus.model.contrastive import TokenBank, TokenKey, object_contrastive_loss
+from glus.model.contrastive import TokenBank, TokenKey, gather_across_ranks, object_contrastive_loss
 
 
 def _key(video, exp, frame, objs):
@@ -56,3 +56,30 @@ def test_hard_negatives_come_from_the_anchors_own_video_first():
     g = torch.Generator().manual_seed(0)
     random = object_contrastive_loss(anchor, key, bank, num_negatives=1, tau=1.0, generator=g)
     assert math.isclose(random.item(), -math.log(math.e / (math.e + 1)), rel_tol=1e-6)  # 21 of 22: another video
+
+
+def _gather_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    count = [2, 0, 1][rank]  # rank 1 has no anchor of its own and must still join the collective
+    embeddings = torch.full((count, 3), float(rank), requires_grad=True)
+    keys = [_key(f"v{rank}", str(i), i, (rank,)) for i in range(count)]
+    bank = TokenBank(8)
+    bank.add(*gather_across_ranks(embeddings, keys))
+    torch.save(bank.state_dict(), f"{out_dir}/bank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_every_rank_adds_every_ranks_anchors(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_gather_worker, args=(3, str(tmp_path / "init"), str(tmp_path)), nprocs=3)
+    banks = [torch.load(tmp_path / f"bank{r}.pt") for r in range(3)]
+    expected_keys = [("v0", "0", 0, [0]), ("v0", "1", 1, [0]), ("v2", "0", 0, [2])]
+    for bank in banks:  # identical on every rank, in rank order
+        assert bank["keys"] == expected_keys
+        torch.testing.assert_close(bank["embeddings"], torch.tensor([[0.0] * 3, [0.0] * 3, [2.0] * 3]))
+    embeddings = torch.ones(2, 3, requires_grad=True)  # one process: the input itself, detached
+    gathered, keys = gather_across_ranks(embeddings, ["a", "b"])
+    assert keys == ["a", "b"] and not gathered.requires_grad and torch.equal(gathered, embeddings.detach())

@@ -7,6 +7,8 @@ as a negative too). One positive and `num_negatives` negatives are drawn per anc
 cosine similarity with temperature tau. The bank holds detached embeddings of earlier batches.
 With `hard_negatives`, negatives from the anchor's own video (other objects, the look-alikes that only the
 expression can tell apart) are taken first and random ones fill the rest (an option; the published draw is random).
+Under data parallelism every rank adds every rank's anchors (`gather_across_ranks`), so the banks stay equal: the
+published code kept one bank per GPU, which also meant that a checkpoint (rank 0's bank) could not resume the others.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 
@@ -78,3 +81,13 @@ def object_contrastive_loss(anchors_ND: torch.Tensor, keys: list[TokenKey], bank
         logits = candidates @ F.normalize(anchors_ND[i], dim=-1) / tau
         losses.append(F.cross_entropy(logits[None], logits.new_zeros(1, dtype=torch.long)))
     return torch.stack(losses).mean() if losses else None
+
+
+def gather_across_ranks(embeddings_ND: torch.Tensor, keys: list[TokenKey]) -> tuple[torch.Tensor, list[TokenKey]]:
+    """Every rank's (detached embeddings, keys), concatenated in rank order; the input itself on one process.
+    A collective: every rank must call it at every step, with or without entries of its own."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return embeddings_ND.detach(), keys
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (embeddings_ND.detach().cpu(), keys))  # counts differ between ranks
+    return torch.cat([e for e, _ in parts]).to(embeddings_ND.device), [k for _, ks in parts for k in ks]

@@ -11,7 +11,7 @@ import torch
 from glus.data.samplers import rng_for
 from glus.data.synth.language import expression_kinds
 from glus.eval.metrics import aggregate_mean
-from glus.model.contrastive import TokenBank, TokenKey, object_contrastive_loss
+from glus.model.contrastive import TokenBank, TokenKey, gather_across_ranks, object_contrastive_loss
 from glus.model.glus import ClipBatch
 from glus.model.mllm import PromptBuilder
 from glus.model.mllm.prompt import IGNORE_INDEX, pad_right
@@ -103,12 +103,13 @@ class GLUSModule(L.LightningModule):
                 for q, frame in enumerate(frames):
                     rows.append((e, q))
                     keys.append(TokenKey(f"{split}/{vid}", exp_id, int(frame), tuple(objs)))
-        if not rows:
-            return None
-        anchors = torch.stack([seg_EQD[e, q] for e, q in rows])
-        loss = object_contrastive_loss(anchors, keys, self.bank, hp.contrastive_negatives, hp.contrastive_tau,
-                                       hard_negatives=hp.contrastive_hard_negatives)
-        self.bank.add(anchors, keys)
+        loss = None
+        anchors = seg_EQD.new_zeros(0, seg_EQD.size(-1))
+        if rows:
+            anchors = torch.stack([seg_EQD[e, q] for e, q in rows])
+            loss = object_contrastive_loss(anchors, keys, self.bank, hp.contrastive_negatives, hp.contrastive_tau,
+                                           hard_negatives=hp.contrastive_hard_negatives)
+        self.bank.add(*gather_across_ranks(anchors, keys))  # on every rank, even one without anchors
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
