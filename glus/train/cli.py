@@ -9,7 +9,16 @@ from pathlib import Path
 import torch
 import yaml
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import LightningCLI
+
+
+class StepProgressBar(RichProgressBar):
+    """A whole run is one Lightning epoch (GLUS' "epochs" are only checkpoint and validation intervals), so
+    Lightning's "Epoch 0/-2" would mislead: the bar is labelled by what it counts, optimiser steps."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return "steps"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -50,7 +59,7 @@ class GLUSCLI(LightningCLI):
         check_inputs(config)
 
     def instantiate_trainer(self, **kwargs):
-        from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+        from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
         from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
         loggers = [CSVLogger(self.run_dir, name="", version="csv", flush_logs_every_n_steps=10),
@@ -63,7 +72,7 @@ class GLUSCLI(LightningCLI):
         every = getattr(self.datamodule, "steps_per_epoch", 100)
         callbacks = [ModelCheckpoint(dirpath=self.run_dir / "checkpoints", save_last="link", save_top_k=1,
                                      every_n_train_steps=every),
-                     RichProgressBar(leave=True), LearningRateMonitor(logging_interval="step")]
+                     StepProgressBar(leave=True), LearningRateMonitor(logging_interval="step")]
         kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + callbacks
         kwargs.update(logger=loggers, default_root_dir=str(self.run_dir))
         trainer = super().instantiate_trainer(**kwargs)
