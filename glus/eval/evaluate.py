@@ -56,17 +56,26 @@ class SplitScores:
     zeroed: set = field(default_factory=set)   # (video, exp_id) scored as zero because of a problem
 
 
-def read_prediction(path: Path, height: int, width: int) -> np.ndarray | str:
-    """bool (H, W), or the reason the file cannot be scored."""
+def open_mask_png(path: Path, height: int, width: int) -> tuple[str, np.ndarray] | str:
+    """(PIL mode, array) of a mask PNG of the frame's size, or the reason it cannot be used (evaluate, submit)."""
     if not path.is_file():
         return "missing"
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im)
+            mode, arr = im.mode, np.asarray(im)
     except Exception as err:  # noqa: BLE001 - any decoding failure is a problem to report, not a crash
         return f"does not decode ({err})"
     if arr.shape[:2] != (height, width):
         return f"size {arr.shape[1]}x{arr.shape[0]}, expected {width}x{height}"
+    return mode, arr
+
+
+def read_prediction(path: Path, height: int, width: int) -> np.ndarray | str:
+    """bool (H, W), or the reason the file cannot be scored."""
+    opened = open_mask_png(path, height, width)
+    if isinstance(opened, str):
+        return opened
+    arr = opened[1]
     return (arr if arr.ndim == 2 else arr[..., 0]) > 0
 
 

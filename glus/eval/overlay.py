@@ -8,6 +8,7 @@ import imageio.v2 as imageio
 import numpy as np
 
 from glus.eval.metrics import j_per_frame
+from glus.io import atomic_path
 
 
 def overlay_frames(frames_THWC: np.ndarray, pred_THW: np.ndarray, gt_THW: np.ndarray | None = None,
@@ -34,12 +35,10 @@ def write_overlay(path: str | Path, frames_THWC, pred_THW, gt_THW=None, caption:
     enlarged (x2 below 400 px) so that a person can see them."""
     scale = scale or (2 if max(frames_THWC.shape[1:3]) < 400 else 1)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     images = overlay_frames(frames_THWC, pred_THW, gt_THW, caption, scale)
-    if path.suffix == ".mp4":
-        imageio.mimsave(tmp, images, fps=fps)
-    else:
-        imageio.mimsave(tmp, images, duration=1000 / fps, loop=0)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".mp4":
+            imageio.mimsave(tmp, images, fps=fps)
+        else:
+            imageio.mimsave(tmp, images, duration=1000 / fps, loop=0)
     return path

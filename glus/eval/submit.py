@@ -8,15 +8,15 @@ the metadata go through `safe_join`, so a crafted name can neither read nor writ
 """
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from glus.data.index import SplitIndex
+from glus.eval.evaluate import open_mask_png
 from glus.infer.paths import safe_join
+from glus.io import atomic_path
 
 ZIP_PREFIX = {"refytvos": "Annotations"}
 
@@ -26,17 +26,12 @@ class SubmissionError(RuntimeError):
 
 
 def _check_png(path: Path, height: int, width: int) -> str | None:
-    if not path.is_file():
-        return "missing"
-    try:
-        with Image.open(path) as im:
-            mode, arr = im.mode, np.asarray(im)
-    except Exception as err:  # noqa: BLE001 - reported with the file name
-        return f"does not decode ({err})"
+    opened = open_mask_png(path, height, width)
+    if isinstance(opened, str):
+        return opened
+    mode, arr = opened
     if mode not in ("L", "P", "1"):
         return f"mode {mode}: expected an 8-bit single-channel PNG"
-    if arr.shape[:2] != (height, width):
-        return f"size {arr.shape[1]}x{arr.shape[0]}, expected {width}x{height}"
     if mode == "L" and not np.isin(np.unique(arr), (0, 255)).all():
         return f"values {np.unique(arr)[:6].tolist()}: the server expects 0/255"
     return None
@@ -77,13 +72,9 @@ def write_submission(pred_root: str | Path, index: SplitIndex, out_zip: str | Pa
         shown = "\n  ".join(problems[:30]) + (f"\n  ... and {len(problems) - 30} more" if len(problems) > 30 else "")
         raise SubmissionError(f"refusing to write {out_zip}: {len(problems)} problem(s) in {pred_root}:\n  {shown}\n"
                               "fix: run `glus predict` again (it resumes and fills what is missing)")
-    out_zip = Path(out_zip)
-    out_zip.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_zip.with_name(out_zip.name + ".tmp")
     # PNGs are already compressed: store them (deflate would cost minutes on large splits for ~nothing)
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+    with atomic_path(out_zip) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
         for path, arcname in files:
             zf.write(path, arcname)
-    os.replace(tmp, out_zip)
     return {"zip": str(out_zip), "split": index.name, "videos": len(index.videos),
             "expressions": len(index.expressions), "files": len(files)}

@@ -12,6 +12,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 
+from glus.io import atomic_path
+
 
 class StepProgressBar(RichProgressBar):
     """A whole run is one Lightning epoch (GLUS' "epochs" are only checkpoint and validation intervals), so
@@ -26,11 +28,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     the write leaves the previous last.ckpt intact)."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
 
 
 def new_run_dir(root: Path, name: str) -> Path:

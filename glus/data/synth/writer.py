@@ -57,10 +57,6 @@ def palette() -> list[int]:
     return out
 
 
-def _write_json(path: Path, obj) -> None:
-    atomic_write_json(path, obj, indent=None)
-
-
 def _write_frames(folder: Path, names: list[str], frames: list[np.ndarray]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in zip(names, frames):
@@ -91,9 +87,9 @@ def write_mevis_split(out: Path, split: str, videos: list[SynthVideo], with_mask
             if with_masks:
                 exps[str(k)]["anno_id"] = [anno_of[o] for o in ref.obj_ids]
         meta[v.vid] = {"vid_id": v.vid, "frames": names, "expressions": exps}
-    _write_json(folder / "meta_expressions.json", {"videos": meta})
+    atomic_write_json(folder / "meta_expressions.json", {"videos": meta}, indent=None)
     if with_masks:
-        _write_json(folder / "mask_dict.json", mask_dict)
+        atomic_write_json(folder / "mask_dict.json", mask_dict, indent=None)
 
 
 def write_refytvos_split(out: Path, split: str, videos: list[SynthVideo], extra_test: list[SynthVideo]) -> None:
@@ -116,10 +112,11 @@ def write_refytvos_split(out: Path, split: str, videos: list[SynthVideo], extra_
             im = Image.frombytes("P", (label.shape[1], label.shape[0]), label.tobytes())
             im.putpalette(pal)
             im.save(ann / f"{name}.png")
-    _write_json(root / "meta_expressions" / split / "meta_expressions.json", {"videos": meta})
+    atomic_write_json(root / "meta_expressions" / split / "meta_expressions.json", {"videos": meta}, indent=None)
     if extra_test:
         test_meta = {v.vid: meta[v.vid] for v in extra_test}
-        _write_json(root / "meta_expressions" / "test" / "meta_expressions.json", {"videos": test_meta})
+        atomic_write_json(root / "meta_expressions" / "test" / "meta_expressions.json", {"videos": test_meta},
+                          indent=None)
 
 
 def write_synthetic(out: str | Path, seed: int = 0, videos: int = 32, no_target_rate: float = 0.0,
