@@ -152,3 +152,12 @@ class LisaGLUSBuilder:
                           new_token_ids=tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS)))
         segmenter = SAM2Segmenter(self.sam_config, self.sam_image_size, self.sam_checkpoint, **(self.segmenter or {}))
         return GLUS(mllm, segmenter, LossWeights(**(self.loss_weights or {}))), tokenizer
+
+
+def published_glus(mllm: MultimodalLM, sam_config: str = "sam2_hiera_l", sam_image_size: int = 1024,
+                   sam_checkpoint: str | None = None) -> GLUS:
+    """GLUS around a loaded multimodal LM, with the published settings (SAM-2.0 Hiera-L, the published memory
+    bank, prompt templates and CLIP preprocessing). The single place that states them for inference loaders."""
+    segmenter = SAM2Segmenter(sam_config, sam_image_size, sam_checkpoint, train_memory=False,
+                              end_to_end_memory=False, temporal_encoding=False, object_pointers=False)
+    return GLUS(mllm, segmenter)
