@@ -33,9 +33,9 @@ def speed(export: Path, data_root: Path, device: str = "cpu", repeats: int = 1) 
 
     from glus.data.cache import load_split
     from glus.infer.engine import FaithfulLoop, StreamingEngine
-    from glus.train.export import load_export
+    from glus.model.load import load_model
 
-    model, tokenizer, _ = load_export(export)
+    model, tokenizer, _ = load_model(export)
     model = model.to(device)
     index = load_split(data_root, "mevis/valid_u")
     groups = index.by_video()

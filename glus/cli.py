@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from glus.data.errors import DataError
+from glus.errors import GlusError
 
 
 def _data_synth(args) -> int:
@@ -34,10 +34,11 @@ def _data_index(args) -> int:
 
 
 def _model_summary(args) -> int:
-    from glus.model.factory import glus_7b_on_meta, tiny_glus
+    from glus.model.factory import E2E_MEMORY, glus_7b_on_meta, tiny_glus
     from glus.model.mllm.lora import format_report, trainable_report
 
-    model = glus_7b_on_meta(args.sam) if args.preset == "glus-7b" else tiny_glus()[0]
+    memory = E2E_MEMORY if args.memory == "e2e" else None
+    model = glus_7b_on_meta(args.sam, memory=memory) if args.preset == "glus-7b" else tiny_glus()[0]
     print(format_report(trainable_report(model)))
     return 0
 
@@ -59,9 +60,10 @@ def _runs_compare(args) -> int:
 def _load_for_inference(args):
     import torch
 
-    from glus.train.export import load_export
+    from glus.model.load import load_model
 
-    model, tokenizer, recipe = load_export(args.ckpt)
+    model, tokenizer, recipe = load_model(args.ckpt, sam_config=args.sam_config, sam_image_size=args.sam_image_size,
+                                          clip_folder=args.clip_folder)
     local = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device(args.device if args.device != "auto" else
                           (f"cuda:{local}" if torch.cuda.is_available() else "cpu"))
@@ -176,7 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_runs_compare)
 
     p = sub.add_parser("predict", help="masks of every expression of a split: OUT/<video>/<exp_id>/<frame>.png")
-    p.add_argument("--ckpt", required=True, help="an export folder (written by glus fit: runs/<recipe>/latest/export)")
+    p.add_argument("--ckpt", required=True, help="an export folder (written by glus fit: runs/<recipe>/latest/export) "
+                   "or a released GLUS folder (GLUS-S, GLUS-S-partial, GLUS-A: see checkpoints/README.md)")
+    p.add_argument("--sam-config", default="sam2_hiera_l",
+                   help="released folders only: the SAM-2 config they were trained with (published: sam2_hiera_l)")
+    p.add_argument("--sam-image-size", type=int, default=1024, help="released folders only: SAM-2 input size")
+    p.add_argument("--clip-folder", default=None,
+                   help="released folders only: the CLIP tower folder (default: checkpoints/<mm_vision_tower name>)")
     p.add_argument("--data", required=True, help=f"split: {', '.join(SPLIT_NAMES)}")
     p.add_argument("--root", required=True, help="data root holding one folder per dataset")
     p.add_argument("--out", required=True, help="prediction folder (a rerun resumes: finished expressions are kept)")
@@ -221,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     model = sub.add_parser("model", help="model inspection").add_subparsers(dest="model_command", required=True)
     p = model.add_parser("summary", help="trainable parameters by module (the 7B shapes on the meta device)")
     p.add_argument("--preset", choices=("glus-7b", "tiny"), default="glus-7b")
-    p.add_argument("--sam", default="sam2.1_hiera_l", help="SAM-2 config for the glus-7b preset")
+    p.add_argument("--sam", default="sam2_hiera_l", help="SAM-2 config for the glus-7b preset (published: SAM-2.0 L)")
+    p.add_argument("--memory", choices=("published", "e2e"), default="published",
+                   help="the published memory bank (frozen) or ours (trained end to end)")
     p.set_defaults(func=_model_summary)
     return parser
 
@@ -234,22 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
-    except DataError as err:
-        print(f"glus: error: {err.describe()}", file=sys.stderr)
-        return 2
-    except _user_errors() as err:
+    except GlusError as err:  # its message names the file, the field and the fix: a traceback would only hide it
         print(f"glus: error: {err}", file=sys.stderr)
         return 2
-
-
-def _user_errors() -> tuple:
-    """Errors that name the bad file and the fix: printed without a traceback."""
-    from glus.eval.evaluate import EvaluationError
-    from glus.eval.submit import SubmissionError
-    from glus.infer.paths import UnsafePathError
-    from glus.model.errors import CheckpointError
-
-    return EvaluationError, SubmissionError, UnsafePathError, CheckpointError
 
 
 if __name__ == "__main__":

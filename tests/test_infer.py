@@ -13,10 +13,12 @@ from PIL import Image
 
 from glus.data.cache import load_split
 from glus.data.synth import write_synthetic
-from glus.infer.engine import FaithfulLoop, StreamingEngine, window_frames
+from glus.data.samplers import query_window
+from glus.infer.engine import FaithfulLoop, StreamingEngine, pass_frames
 from glus.infer.paths import PARTIAL
 from glus.infer.predict import assign_videos, predict_split
-from glus.train.export import export_untrained, load_export
+from glus.model.load import load_export
+from glus.train.export import export_untrained
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,17 +32,34 @@ def setup(tmp_path_factory):
     return base, load_split(base / "data", "mevis/valid_u"), export, model, tokenizer
 
 
-def collect(engine, video, texts):
+def test_inference_never_imports_the_training_code(setup):
+    _, _, export, _, _ = setup
+    code = ("import sys; import glus.cli, glus.infer.predict; from glus.model.load import load_model; "
+            "load_model(sys.argv[1]); print(sorted(m for m in sys.modules if m.startswith('glus.train')))")
+    out = subprocess.run([sys.executable, "-c", code, str(export)], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[-1] == "[]"
+
+
+def collect(engine, video, texts, start=0, reverse=False):
     out = torch.zeros(len(texts), len(video.frames), 128, 128)
-    for r in engine.run(video, texts):
+    seen = []
+    for r in engine.propagate(engine.open(video, texts), start, reverse):
         out[r.expressions, r.frame] = r.logits
-    return out
+        seen.append(r.frame)
+    return out, seen
 
 
-def test_window_repeats_frame_zero_then_slides():
-    assert window_frames(0, 4) == [0, 0, 0, 0]
-    assert window_frames(2, 4) == [0, 0, 1, 2]
-    assert window_frames(9, 4) == [6, 7, 8, 9]
+def test_windows_grow_then_slide_as_published_in_both_directions():
+    order = pass_frames(10, 0, reverse=False)
+    assert [query_window(order, i, 4) for i in range(6)] == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 4],
+                                                          [2, 3, 4, 5]]
+    back = pass_frames(10, 6, reverse=True)
+    assert back == [6, 5, 4, 3, 2, 1, 0]
+    assert [query_window(back, i, 4) for i in (0, 1, 4, 6)] == [[6], [6, 5], [5, 4, 3, 2], [3, 2, 1, 0]]
+    assert pass_frames(10, 6, reverse=False) == [6, 7, 8, 9]
+    with pytest.raises(ValueError, match="outside"):
+        pass_frames(10, 10, reverse=False)
 
 
 def test_prompt_split_for_the_kv_cache_is_the_training_prompt(setup):
@@ -53,14 +72,16 @@ def test_prompt_split_for_the_kv_cache_is_the_training_prompt(setup):
     assert full[len(prefix) + len(suffix)] == engine.prompts.seg_id  # the suffix stops right before [SEG]
 
 
-def test_engine_equals_the_faithful_loop(setup):
+@pytest.mark.parametrize("start,reverse", [(0, False), (5, True)])
+def test_engine_equals_the_faithful_loop(setup, start, reverse):
     _, index, _, model, tokenizer = setup
     groups = index.by_video()
     vid = max(groups, key=lambda v: len(groups[v]))
     video, texts = index.videos[vid], [e.text for e in groups[vid]]
     assert len(texts) >= 8 and len({len(t) for t in texts}) > 1  # batched, differently padded prompts
-    fast = collect(StreamingEngine(model, tokenizer), video, texts)
-    slow = collect(FaithfulLoop(model, tokenizer), video, texts)
+    fast, seen = collect(StreamingEngine(model, tokenizer), video, texts, start, reverse)
+    slow, _ = collect(FaithfulLoop(model, tokenizer), video, texts, start, reverse)
+    assert seen == pass_frames(len(video.frames), start, reverse)  # every frame of the pass once, in order
     assert fast.abs().max() > 0.01  # real logits, not zeros
     assert torch.allclose(fast, slow, atol=1e-4, rtol=0)
     assert torch.equal(fast > 0, slow > 0)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from glus.model.errors import CheckpointError
-from glus.model.factory import tiny_glus, tiny_mllm
+from glus.model.factory import E2E_MEMORY, tiny_glus, tiny_mllm
 from glus.model.mllm import PromptBuilder, build_tiny_tokenizer
 from glus.model.mllm.lora import trainable_report
 from glus.model.mllm.model import pool_tokens
@@ -28,7 +28,7 @@ def _nonzero(grads, pattern):
 
 
 def test_forward_backward_reaches_every_trainable_part():
-    model, tok = tiny_glus()
+    model, tok = tiny_glus(segmenter_kwargs={"memory": E2E_MEMORY})
     batch = synthetic_batch(model, tok)
     out = model(batch)
     assert out.mask_logits.shape == (3, 4, 128, 128) and out.seg_embeddings.shape == (3, 4, 32)
@@ -49,7 +49,7 @@ def test_forward_backward_reaches_every_trainable_part():
 
 
 def test_trainable_counts_per_configuration():
-    model, tok = tiny_glus()
+    model, tok = tiny_glus(segmenter_kwargs={"memory": E2E_MEMORY})
     report = trainable_report(model)
     cfg = model.mllm.lm_config
     d, layers, r = cfg.hidden_size, cfg.num_hidden_layers, 8
@@ -61,8 +61,7 @@ def test_trainable_counts_per_configuration():
     sam = model.segmenter.sam
     assert report["segmenter.sam.memory_attention"][0] == sum(p.numel() for p in sam.memory_attention.parameters())
     # the published GLUS: memory frozen and run without gradients; no LoRA, no embeddings -> LM frozen
-    published, _ = tiny_glus(lora=False, embeddings="none", lm_head=False,
-                             segmenter_kwargs={"train_memory": False, "end_to_end_memory": False})
+    published, _ = tiny_glus(lora=False, embeddings="none", lm_head=False)
     rep = trainable_report(published)
     assert rep["segmenter.sam.memory_attention"][0] == rep["segmenter.sam.memory_encoder"][0] == 0
     assert all(t == 0 for k, (t, _) in rep.items() if k.startswith("mllm.language_model"))
@@ -71,7 +70,8 @@ def test_trainable_counts_per_configuration():
 
 @pytest.mark.parametrize("end_to_end", [True, False])
 def test_gradients_flow_through_memories_of_earlier_frames(end_to_end):
-    model, tok = tiny_glus(segmenter_kwargs={"end_to_end_memory": end_to_end})
+    memory = E2E_MEMORY if end_to_end else None  # None: the published bank
+    model, tok = tiny_glus(segmenter_kwargs={"memory": memory})
     batch = synthetic_batch(model, tok, videos=(0,), exps_per_video=(1,))
     out = model(batch)
     seg = out.seg_embeddings
@@ -104,13 +104,30 @@ def test_seg_positions_for_query_rounds_and_mixed_lengths(tokenizer, num_query):
         builder.seg_positions(batch.input_ids, batch.attention_mask, 5)
 
 
-def test_answer_labels_and_expression_cleaning(tokenizer):
-    builder = PromptBuilder(tokenizer, tokens_per_frame=4, label_mode="answer")
+def test_prompt_text_is_the_published_template_word_for_word(tokenizer):
+    builder = PromptBuilder(tokenizer, tokens_per_frame=4, label_mode="answer")  # template: published
     item = builder.build("The Red Circle.", 2)
     text = tokenizer.decode([i for i in item["input_ids"] if i >= 0])
-    assert "segment the red circle in this frame?" in text and "USER:" in text and "ASSISTANT:" in text
+    # published inference_iter.py: CONTEXT_INFO_LIST[0], SHORT_QUESTION_LIST[0], the forced answer, llava_v1
+    assert text.startswith("<s>A chat between a curious human and an artificial intelligence assistant. "
+                           "The assistant gives helpful, detailed, and polite answers to the human's questions. USER: ")
+    assert "<im_end>\nPlease finished the following tasks on the context frames above.\n<im_start>" in text
+    round_text = ("<im_end>\nCan you segment the the red circle in this frame? ASSISTANT: "
+                  "Sure, the segmentation result is [SEG].</s>")
+    assert text.count(round_text) == 2 and text.endswith(round_text)
     labels = [l for l in item["labels"] if l != IGNORE_INDEX]
     assert labels.count(builder.seg_id) == 2 and labels.count(tokenizer.eos_token_id) == 2
+    # training draws every published question and answer (utils/utils.py: 4 questions, 5 answers)
+    drawn = {tokenizer.decode([i for i in builder.build("a cat", 1, np.random.default_rng(k))["input_ids"]
+                               if i >= 0]).split("<im_end>\n")[-1] for k in range(200)}
+    templates = builder.templates
+    assert {d.split(" ASSISTANT: ")[1].removesuffix("</s>") for d in drawn} == set(templates.answers)
+    assert {d.split(" ASSISTANT: ")[0] for d in drawn} == {q.format(exp="a cat") for q in templates.questions}
+    readable = PromptBuilder(tokenizer, tokens_per_frame=4, template="readable").build("The Red Circle.", 1)
+    assert "Can you segment the red circle in this frame? ASSISTANT: It is [SEG]." in tokenizer.decode(
+        [i for i in readable["input_ids"] if i >= 0])
+    with pytest.raises(ValueError, match="unknown prompt template"):
+        PromptBuilder(tokenizer, template="lisa")
 
 
 def test_visual_token_pooling():

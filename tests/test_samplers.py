@@ -1,6 +1,6 @@
 import pytest
 
-from glus.data.samplers import (inference_context_frames, query_frames, rng_for, sliding_windows,
+from glus.data.samplers import (inference_context_frames, query_frames, rng_for, query_window,
                                 train_context_frames)
 
 
@@ -42,8 +42,24 @@ def test_inference_context_is_the_segment_centre():
     assert inference_context_frames(8, 4) == [1, 3, 5, 7]
 
 
-def test_sliding_windows():
-    assert sliding_windows(6, 4, 1) == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 5]]
-    assert sliding_windows(6, 2, 2) == [[0], [1, 2], [3, 4], [4, 5]]  # the last frame is always covered
+def test_inference_context_frames_are_the_published_ones():
+    """inference_iter.py: bounds = linspace(0, T, 5, dtype=int), frame_clips[i][j] = min(bounds[j] + i,
+    bounds[j+1] - 1), and the loop uses i = len(frame_clips) // 2 with len(frame_clips) = ceil(T / 4)."""
+    import math
+
+    import numpy as np
+
+    for T in range(4, 300):
+        bounds = np.linspace(0, T, 5, dtype=int)
+        i = math.ceil(T / 4) // 2
+        assert inference_context_frames(T, 4) == [min(bounds[j] + i, bounds[j + 1] - 1) for j in range(4)], T
+    assert inference_context_frames(30, 4) == [4, 11, 19, 26]  # not round((j + 0.5) * T / 4): [3, 11, 18, 26]
+
+
+def test_query_window_grows_then_slides():
+    order = list(range(6))
+    assert [query_window(order, i, 4) for i in range(6)] == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 4],
+                                                             [2, 3, 4, 5]]
+    assert query_window([5, 4, 3], 2, 2) == [4, 3]  # a backward pass
     with pytest.raises(ValueError):
-        sliding_windows(6, 0, 1)
+        query_window(order, 0, 0)

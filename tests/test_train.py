@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from glus.train.export import instantiate, load_export
+from glus.model.load import instantiate, load_export
 from glus.train.preflight import MissingInputs, check_inputs
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -54,8 +54,7 @@ def test_every_recipe_parses_and_instantiates(synth_root):
             assert {p for p, _ in builder.required_paths()} >= {"checkpoints/LISA-7B-v1"}
             model_spec["init_args"]["builder"] = {"class_path": "glus.model.factory.TinyGLUSBuilder"}
             assert recipe["trainer"]["strategy"]["class_path"].endswith("DeepSpeedStrategy")
-            assert recipe["trainer"]["precision"] == "bf16-mixed" and recipe["trainer"]["accumulate_grad_batches"] == 10
-            assert model_spec["init_args"]["lr"] == 3e-4 and model_spec["init_args"]["betas"] == [0.9, 0.95]
+            assert recipe["trainer"]["precision"] == "bf16-mixed"  # every published setting: test_recipes.py
         model_spec["init_args"]["evaluation"] = None
         data_spec["init_args"]["root"] = str(synth_root)
         data_spec["init_args"]["mix"] = {"mevis/train": 1.0}
@@ -81,7 +80,7 @@ def test_missing_inputs_are_listed_together(tmp_path, monkeypatch):
     with pytest.raises(MissingInputs) as err:
         check_inputs(recipe)
     message = str(err.value)
-    for path in ("checkpoints/LISA-7B-v1", "checkpoints/sam2/sam2.1_hiera_large.pt",
+    for path in ("checkpoints/LISA-7B-v1", "checkpoints/sam2/sam2_hiera_large.pt",
                  "checkpoints/clip-vit-large-patch14", "data/mevis", "data/refytvos"):
         assert path in message
     assert message.startswith("5 input(s)") and "data_prep/README.md" in message and "checkpoints/README.md" in message

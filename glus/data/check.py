@@ -10,7 +10,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from glus.data.errors import DataError, ProblemLog
-from glus.data.formats import FORMATS, read_dataset_dir
+from glus.data.formats import FORMATS, read_dataset_dir, require_dataset_dir
 from glus.data.index import NONE, SplitIndex
 from glus.data.masks import MaskReader
 
@@ -75,10 +75,10 @@ def _check_object(reader: MaskReader, expr, obj, log: ProblemLog) -> bool:
 
 
 def check_dataset(dataset_dir: str | Path, fmt: str, decode_frames: bool = True) -> list[SplitReport]:
-    dataset_dir = Path(dataset_dir)
     if fmt not in FORMATS:
         raise DataError(f"unknown format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
-    splits = FORMATS[fmt].present(dataset_dir) if dataset_dir.is_dir() else []
+    dataset_dir = require_dataset_dir(dataset_dir, fmt)  # a mistyped path is an error, not a list of problems
+    splits = FORMATS[fmt].present(dataset_dir)
     if not splits:
         return [SplitReport("-", problems=[DataError(
             f"no split of format {fmt} found", file=dataset_dir,

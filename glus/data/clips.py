@@ -14,7 +14,7 @@ from glus.data.errors import DataError
 from glus.data.index import SplitIndex
 from glus.data.masks import MaskReader
 from glus.data.samplers import query_frames, rng_for, train_context_frames
-from glus.data.transforms import clip_input, sam_input
+from glus.transforms import clip_input, sam_input
 
 
 @dataclass
@@ -23,6 +23,7 @@ class ClipSpec:
     num_query: int = 4
     max_expressions: int = 3
     clip_size: int = 224
+    clip_resize: str = "crop"     # as the model's VisionLanguageConfig.clip_resize (recipes link the two)
     sam_size: int = 1024
     mask_size: int | None = None  # longest side of the supervised masks; None: the original size
 
@@ -75,7 +76,7 @@ class ClipDataset(torch.utils.data.Dataset):
         masks = [torch.from_numpy(reader.targets(exprs[c], query)) for c in chosen]
         masks = self._resize_masks(torch.stack(masks))
         return {
-            "clip": clip_input(frames[[lookup[f] for f in ctx + query]], self.spec.clip_size),
+            "clip": clip_input(frames[[lookup[f] for f in ctx + query]], self.spec.clip_size, self.spec.clip_resize),
             "sam": sam_input(frames[[lookup[f] for f in query]], self.spec.sam_size),
             "texts": [exprs[c].text for c in chosen],
             "masks": masks,

@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from glus.errors import GlusError
 
-class DataError(ValueError):
+
+class DataError(GlusError, ValueError):
     """A problem in a dataset: names the file, the video, the expression and the fix."""
 
     def __init__(self, problem: str, *, file=None, video=None, expression=None, frame=None, fix=None):

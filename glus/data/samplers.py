@@ -30,9 +30,14 @@ def train_context_frames(num_frames: int, n: int, rng: np.random.Generator) -> l
 
 
 def inference_context_frames(num_frames: int, n: int) -> list[int]:
-    """The centre frame of each of n equal segments (GLUS inference): fixed for a video."""
+    """The context frames of GLUS inference, fixed for a video, as the published `inference_iter.py` picks them:
+    segment bounds b = linspace(0, T, n+1) cast to int, and frame min(b[j] + ceil(T/n)//2, b[j+1]-1) of segment
+    j: near the centre of each segment. Where a segment is empty (T < n) the published code indexes frame -1
+    (the last frame); here it takes the nearest frame of the video instead."""
     _check(num_frames)
-    return [min(int((i + 0.5) * num_frames / n), num_frames - 1) for i in range(n)]
+    bounds = np.linspace(0, num_frames, n + 1).astype(int)
+    offset = -(-num_frames // n) // 2
+    return [int(min(max(bounds[j + 1] - 1, 0), bounds[j] + offset)) for j in range(n)]
 
 
 def query_frames(num_frames: int, q: int, rng: np.random.Generator) -> list[int]:
@@ -45,19 +50,13 @@ def query_frames(num_frames: int, q: int, rng: np.random.Generator) -> list[int]
     return list(range(start, start + q))
 
 
-def sliding_windows(num_frames: int, size: int, stride: int = 1) -> list[list[int]]:
-    """Windows of up to `size` frames, each ending at its newest frame t = 0, stride, 2*stride, ...
-
-    GLUS inference (size 4, stride 1) outputs the mask of each window's last frame; the first windows are
-    shorter because no earlier frames exist. The last frame is always covered.
-    """
-    _check(num_frames)
-    if size < 1 or stride < 1:
-        raise ValueError(f"window size and stride must be >= 1, got size={size}, stride={stride}")
-    ends = list(range(0, num_frames, stride))
-    if ends[-1] != num_frames - 1:
-        ends.append(num_frames - 1)
-    return [list(range(max(0, t - size + 1), t + 1)) for t in ends]
+def query_window(order: list[int], i: int, size: int) -> list[int]:
+    """The query frames of GLUS inference when the i-th frame of a pass is segmented: the up to `size` frames of
+    the pass ending there, oldest first. The first windows grow ([f0], [f0, f1], ...) and then the window
+    slides by one frame, as the published loop; a backward pass gives its frames in reverse time order."""
+    if size < 1:
+        raise ValueError(f"the query window needs at least one frame, got size={size}")
+    return list(order[max(0, i - size + 1): i + 1])
 
 
 def _check(num_frames: int) -> None:

@@ -11,7 +11,6 @@ import torch
 
 from glus.data.clips import load_frames
 from glus.data.samplers import inference_context_frames
-from glus.data.transforms import clip_input, sam_input
 from glus.eval.metrics import score_expression
 from glus.model.glus import ClipBatch
 
@@ -28,8 +27,8 @@ def predict_video(model, builder, video, texts: list[str], num_context: int, num
     for start in range(0, n, num_query):
         ids = list(range(start, min(start + num_query, n)))
         padded = ids + [ids[-1]] * (num_query - len(ids))
-        batch = ClipBatch(clip_input(frames[ctx + padded], model.mllm.vision_tower.config.image_size)[None].to(device),
-                          sam_input(frames[padded], model.segmenter.image_size)[None].to(device),
+        batch = ClipBatch(model.mllm.preprocess(frames[ctx + padded])[None].to(device),
+                          model.segmenter.preprocess(frames[padded])[None].to(device),
                           prompts, torch.zeros(len(texts), dtype=torch.long, device=device))
         logits = model(batch).mask_logits[:, : len(ids)]
         out[:, ids] = (model.logits_at_size(logits, video.height, video.width) > 0).cpu().numpy()

@@ -23,6 +23,7 @@ from rich.progress import track
 
 from glus.data.index import SplitIndex
 from glus.data.masks import MaskReader
+from glus.errors import GlusError
 from glus.eval.metrics import (
     ExpressionScore,
     aggregate_mean,
@@ -37,7 +38,7 @@ PNG_CONVENTION = ("any non-zero pixel is foreground, in predictions and ground t
 EXCLUDED_TYPE = 2  # ReVOS: expressions of type 2 are in no aggregate
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(GlusError, RuntimeError):
     pass
 
 
@@ -77,6 +78,15 @@ def read_prediction(path: Path, height: int, width: int) -> np.ndarray | str:
         return opened
     arr = opened[1]
     return (arr if arr.ndim == 2 else arr[..., 0]) > 0
+
+
+def require_prediction_dir(pred_root: str | Path) -> Path:
+    """The folder `glus predict` wrote, checked before anything is scored, zipped or drawn."""
+    pred_root = Path(pred_root)
+    if not pred_root.is_dir():
+        raise EvaluationError(f"prediction folder {pred_root} not found: pass --pred the --out folder of "
+                              f"`glus predict`, or run `glus predict ... --out {pred_root}` first")
+    return pred_root
 
 
 def scored_expressions(index: SplitIndex) -> list:
@@ -143,8 +153,9 @@ def _collect(result: SplitScores, per_video, total: int, progress: bool) -> None
 
 def missing_folders(pred_root: str | Path, index: SplitIndex) -> list[str]:
     """Expressions without a prediction folder at all: a cheap check before any decoding."""
-    return [e.pred_dir for e in scored_expressions(index)
-            if not safe_join(pred_root, e.pred_dir, "prediction folder").is_dir()]
+    expressions = scored_expressions(index)  # a server split is the first thing to report, whatever the folder
+    require_prediction_dir(pred_root)
+    return [e.pred_dir for e in expressions if not safe_join(pred_root, e.pred_dir, "prediction folder").is_dir()]
 
 
 def evaluate(pred_root: str | Path, index: SplitIndex, missing: str = "fail", workers: int = 0,

@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from glus.data.index import SplitIndex
-from glus.eval.evaluate import open_mask_png
+from glus.errors import GlusError
+from glus.eval.evaluate import open_mask_png, require_prediction_dir
 from glus.infer.paths import safe_join
 from glus.io import atomic_path
 
 ZIP_PREFIX = {"refytvos": "Annotations"}
 
 
-class SubmissionError(RuntimeError):
+class SubmissionError(GlusError, RuntimeError):
     pass
 
 
@@ -67,6 +68,7 @@ def submission_files(pred_root: str | Path, index: SplitIndex) -> tuple[list[tup
 
 
 def write_submission(pred_root: str | Path, index: SplitIndex, out_zip: str | Path) -> dict:
+    require_prediction_dir(pred_root)
     files, problems = submission_files(pred_root, index)
     if problems:
         shown = "\n  ".join(problems[:30]) + (f"\n  ... and {len(problems) - 30} more" if len(problems) > 30 else "")

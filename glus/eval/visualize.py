@@ -9,7 +9,7 @@ import numpy as np
 from glus.data.clips import load_frames
 from glus.data.index import SplitIndex
 from glus.data.masks import MaskReader
-from glus.eval.evaluate import read_prediction
+from glus.eval.evaluate import EvaluationError, read_prediction, require_prediction_dir
 from glus.eval.metrics import j_per_frame
 from glus.eval.overlay import write_overlay
 from glus.infer.paths import safe_join
@@ -22,8 +22,8 @@ def choose(index: SplitIndex, wanted: list[str] | None, count: int) -> list:
     by_uid = {f"{e.video}/{e.exp_id}": e for e in index.expressions}
     unknown = [w for w in wanted if w not in by_uid]
     if unknown:
-        raise ValueError(f"unknown expression(s) {unknown} in {index.name}: name them VIDEO/EXP_ID, "
-                         f"e.g. {next(iter(by_uid))}")
+        raise EvaluationError(f"--expressions: unknown expression(s) {unknown} in {index.name}: name them "
+                              f"VIDEO/EXP_ID, e.g. {next(iter(by_uid))}")
     return [by_uid[w] for w in wanted]
 
 
@@ -45,6 +45,7 @@ def plot_iou(path: Path, ious: np.ndarray, title: str) -> Path:
 
 def visualize(pred_root: str | Path, index: SplitIndex, out: str | Path, wanted: list[str] | None = None,
               count: int = 4, fmt: str = "mp4", fps: int = 6) -> list[Path]:
+    require_prediction_dir(pred_root)
     out, reader, written = Path(out), MaskReader(index), []
     for e in choose(index, wanted, count):
         video = index.videos[e.video]
@@ -53,7 +54,8 @@ def visualize(pred_root: str | Path, index: SplitIndex, out: str | Path, wanted:
                  for f in video.frames]
         bad = [f"{f}: {p}" for f, p in zip(video.frames, preds) if isinstance(p, str)]
         if bad:
-            raise FileNotFoundError(f"predictions of {e.video}/{e.exp_id} in {folder} cannot be shown: {bad[:5]}")
+            raise EvaluationError(f"predictions of {e.video}/{e.exp_id} in {folder} cannot be shown: {bad[:5]}; "
+                                  "fix: run `glus predict` again (it resumes and fills what is missing)")
         pred = np.stack(preds)
         # sparse ground truth (ReasonVOS) has no mask on most frames: no outline then
         gt = reader.targets(e, range(len(video.frames))) if e.mask.kind not in ("none", "binary_png") else None

@@ -1,9 +1,13 @@
-"""GLUS inference over whole videos: the sliding window of query frames (size 4, stride 1) with the SAM-2 memory
-bank (stride 3, 7 memories), context frames at the centres of 4 equal segments.
+"""GLUS inference over whole videos, as published: context frames near the centres of 4 equal segments, a
+window of query frames that grows ([0], [0,1], [0,1,2]) and then slides (size 4, stride 1), the newest round's
+[SEG] prompting the decoder, and a SAM-2 memory bank that spans the pass (stride 3, 7 memories).
 
-Frame t is segmented from the [SEG] of the newest round of the window (t-3, t-2, t-1, t); the first frames
-repeat frame 0 to fill the window (as training repeats frames of short videos). Its mask is written to the
-expression's memory, which spans the whole video.
+Inference state is explicit: `open(video, texts)` returns a `VideoState` (the video, its context frames, the
+expressions, and for the engine the context prefix's KV cache, computed once per video), and
+`propagate(state, start, reverse)` runs one pass from any start frame, forward to the last frame or backward to
+the first, with a fresh memory per expression; the start frame is the pass' first query frame. A pass mirrors
+the published loop over the frame list it is given: backwards, the "previous" frames of a window are the later
+frames of the video. `run(video, texts)` is the forward pass from frame 0.
 
 Two implementations of the same computation:
 - `StreamingEngine` (the default): frames are read one at a time; CLIP and SAM-2 features are computed once
@@ -11,25 +15,28 @@ Two implementations of the same computation:
   context line) does not depend on the expression, so its KV cache is computed once per video and reused by
   every window of every expression; the answer is forced, so one forward over the query rounds gives the
   [SEG] state (no generate loop); expressions are batched.
-- `FaithfulLoop`: the published loop, for each expression and each frame: re-encode the 8 frames with CLIP,
-  run the whole prompt, re-run the SAM-2 image encoder. It is the reference the engine is tested against.
+- `FaithfulLoop`: the published loop, for each expression and each frame: re-encode the frames of the
+  prompt with CLIP, run the whole prompt, re-run the SAM-2 image encoder. It is the reference the engine is
+  tested against.
+What differs from the published loop: it generates one token after the answer prefix and writes an empty mask
+when that token is not [SEG]; here the [SEG] state is always read (the answer is forced).
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from glus.data.clips import load_frames
-from glus.data.samplers import inference_context_frames
+from glus.data.samplers import inference_context_frames, query_window
 from glus.model.mllm import PromptBuilder
 from glus.model.mllm.prompt import pad_right
 
 
 @dataclass
 class FrameResult:
-    expressions: list[int]   # indices into the texts given to `run`
+    expressions: list[int]   # indices into the texts given to `open`
     frame: int
     logits: torch.Tensor     # (n, S, S) float32 mask logits at the SAM-2 input size
 
@@ -38,18 +45,46 @@ class FrameResult:
         return model.logits_at_size(self.logits[:, None], height, width)[:, 0] > 0
 
 
-def window_frames(t: int, size: int) -> list[int]:
-    """Query frames of the window that ends at frame t: [t-size+1 .. t], frame 0 repeated before the start."""
-    return [max(0, t - size + 1 + i) for i in range(size)]
+@dataclass
+class VideoState:
+    """What one video's inference keeps between passes."""
+
+    video: object
+    texts: list[str]
+    context: list[int]                         # the context frames, fixed for the video
+    prefix_cache: object = None                # engine: KV cache of the shared prompt prefix, per expression
+    prefix_len: int = 0
+    suffixes: dict = field(default_factory=dict)  # engine: window length -> (ids, mask, index of the [SEG] row)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.video.frames)
+
+
+def pass_frames(num_frames: int, start: int, reverse: bool) -> list[int]:
+    """The frames of one pass, in the order they are segmented."""
+    if not 0 <= start < num_frames:
+        raise ValueError(f"start frame {start} is outside the video's {num_frames} frames")
+    return list(range(start, -1, -1)) if reverse else list(range(start, num_frames))
 
 
 class _Base:
     def __init__(self, model, tokenizer, num_context: int = 4, window: int = 4):
         self.model, self.num_context, self.window = model.eval(), num_context, window
         self.prompts = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(),
-                                     num_context=num_context)
+                                     num_context=num_context, template=model.template)
         ref = model.text_hidden_fcs[0][0].weight
         self.device, self.dtype = ref.device, ref.dtype
+
+    def open(self, video, texts: list[str]) -> VideoState:
+        return VideoState(video, list(texts), inference_context_frames(len(video.frames), self.num_context))
+
+    def run(self, video, texts: list[str]) -> Iterator[FrameResult]:
+        """Every frame, in order, for all `texts` (expressions of `video`): the forward pass from frame 0."""
+        return self.propagate(self.open(video, texts), start=0)
+
+    def propagate(self, state: VideoState, start: int = 0, reverse: bool = False) -> Iterator[FrameResult]:
+        raise NotImplementedError
 
     def _clip_tokens(self, frames_THWC) -> torch.Tensor:
         mllm = self.model.mllm
@@ -60,73 +95,78 @@ class _Base:
         return seg.encode_image(seg.preprocess(frame_HWC[None]).to(self.device, self.dtype))
 
     def _prompt(self, seg_hidden_ED: torch.Tensor) -> torch.Tensor:
-        fcs = self.model.text_hidden_fcs[0]
-        return fcs(seg_hidden_ED.to(fcs[0].weight.dtype))[:, None]
+        return self.model.seg_prompts(seg_hidden_ED)[:, None]
 
-    def _decode(self, state, t: int, feats, prompt_E1C: torch.Tensor) -> torch.Tensor:
-        out = self.model.segmenter.step(state, t, feats, sparse_BNC=prompt_E1C)
+    def _decode(self, memory, t: int, feats, prompt_E1C: torch.Tensor) -> torch.Tensor:
+        out = self.model.segmenter.step(memory, t, feats, sparse_BNC=prompt_E1C)
         return out.high_res_logits[:, 0].float()
+
+    def _reset_memory(self, state: VideoState, start: int, reverse: bool):
+        return self.model.segmenter.reset(num_frames=state.num_frames, start=start, reverse=reverse)
 
 
 class StreamingEngine(_Base):
+    def open(self, video, texts: list[str]) -> VideoState:
+        state = super().open(video, texts)
+        mllm = self.model.mllm
+        prefix, _ = self.prompts.split_for_cache(texts[0], 1)
+        ids = torch.tensor([prefix], device=self.device)
+        with torch.no_grad():
+            visual = self._clip_tokens(load_frames(video, state.context))[None]
+            _, cache = mllm.hidden_states(mllm.embed(ids, visual), torch.ones_like(ids), use_cache=True)
+        cache.batch_repeat_interleave(len(texts))  # one copy per expression, made once per video
+        state.prefix_cache, state.prefix_len = cache, len(prefix)
+        return state
+
+    def _suffixes(self, state: VideoState, rounds: int):
+        """Token ids of the query rounds of a window of `rounds` frames, per expression, right-padded."""
+        if rounds not in state.suffixes:
+            parts = [self.prompts.split_for_cache(t, rounds)[1] for t in state.texts]
+            ids, mask = pad_right(parts, self.prompts.tok.pad_token_id)
+            last = torch.tensor([len(p) - 1 for p in parts], device=self.device)
+            state.suffixes[rounds] = (ids.to(self.device), mask.to(self.device), last)
+        return state.suffixes[rounds]
+
     @torch.no_grad()
-    def run(self, video, texts: list[str]) -> Iterator[FrameResult]:
-        """One FrameResult per frame, in order, for all `texts` at once (expressions of `video`)."""
-        n, E, mllm = len(video.frames), len(texts), self.model.mllm
-        ctx = inference_context_frames(n, self.num_context)
-        cache, prefix_len = self._prefix_cache(video, ctx, texts[0], E)
-        suffix_ids, suffix_mask, last = self._suffixes(texts)
-        prefix_mask = torch.ones(E, prefix_len, dtype=suffix_mask.dtype, device=self.device)
-        attention = torch.cat([prefix_mask, suffix_mask], 1)
+    def propagate(self, state: VideoState, start: int = 0, reverse: bool = False) -> Iterator[FrameResult]:
+        E, mllm = len(state.texts), self.model.mllm
+        order = pass_frames(state.num_frames, start, reverse)
         rows = torch.arange(E, device=self.device)
-        state = self.model.segmenter.reset(num_frames=n)
+        memory = self._reset_memory(state, start, reverse)
         recent: dict[int, torch.Tensor] = {}  # CLIP tokens of the frames the window still needs
-        for t in range(n):
-            frame = load_frames(video, [t])[0]
+        for i, t in enumerate(order):
+            frame = load_frames(state.video, [t])[0]
             recent[t] = self._clip_tokens(frame[None])[0]
-            frames = window_frames(t, self.window)
-            recent = {i: v for i, v in recent.items() if i >= frames[0]}
-            visual = torch.stack([recent[i] for i in frames])[None].expand(E, -1, -1, -1)
-            embeds = mllm.embed(suffix_ids, visual)
-            hidden, _ = mllm.hidden_states(embeds, attention, past_key_values=cache, use_cache=True)
-            cache.crop(prefix_len - cache.get_seq_length())  # drop this window's keys: the next reuses the prefix
+            frames = query_window(order, i, self.window)
+            recent = {f: v for f, v in recent.items() if f in frames}
+            ids, mask, last = self._suffixes(state, len(frames))
+            cache = state.prefix_cache
+            attention = torch.cat([mask.new_ones(E, state.prefix_len), mask], 1)
+            visual = torch.stack([recent[f] for f in frames])[None].expand(E, -1, -1, -1)
+            hidden, _ = mllm.hidden_states(mllm.embed(ids, visual), attention, past_key_values=cache, use_cache=True)
+            cache.crop(state.prefix_len - cache.get_seq_length())  # drop the window: the next reuses the prefix
             prompt = self._prompt(hidden[rows, last])
             feats = self._sam_features(frame).expand(E)
-            yield FrameResult(list(range(E)), t, self._decode(state, t, feats, prompt))
-
-    def _prefix_cache(self, video, ctx: list[int], any_text: str, batch: int):
-        mllm = self.model.mllm
-        prefix, _ = self.prompts.split_for_cache(any_text, self.window)
-        ids = torch.tensor([prefix], device=self.device)
-        visual = self._clip_tokens(load_frames(video, ctx))[None]
-        _, cache = mllm.hidden_states(mllm.embed(ids, visual), torch.ones_like(ids), use_cache=True)
-        cache.batch_repeat_interleave(batch)
-        return cache, len(prefix)
-
-    def _suffixes(self, texts: list[str]):
-        parts = [self.prompts.split_for_cache(t, self.window)[1] for t in texts]
-        ids, mask = pad_right(parts, self.prompts.tok.pad_token_id)
-        last = torch.tensor([len(p) - 1 for p in parts], device=self.device)
-        return ids.to(self.device), mask.to(self.device), last
+            yield FrameResult(list(range(E)), t, self._decode(memory, t, feats, prompt))
 
 
 class FaithfulLoop(_Base):
     @torch.no_grad()
-    def run(self, video, texts: list[str]) -> Iterator[FrameResult]:
+    def propagate(self, state: VideoState, start: int = 0, reverse: bool = False) -> Iterator[FrameResult]:
         """The published loop: expression by expression, frame by frame, everything recomputed."""
-        n, mllm = len(video.frames), self.model.mllm
-        ctx = inference_context_frames(n, self.num_context)
-        for e, text in enumerate(texts):
-            prompt = self.prompts.collate([self.prompts.build(text, self.window)], self.window)
-            ids, mask = prompt.input_ids.to(self.device), prompt.attention_mask.to(self.device)
-            seg_pos = int(prompt.seg_positions[0, -1])
-            state = self.model.segmenter.reset(num_frames=n)
-            for t in range(n):
-                frames = load_frames(video, ctx + window_frames(t, self.window))
-                visual = self._clip_tokens(frames)[None]
-                hidden, _ = mllm.hidden_states(mllm.embed(ids, visual), mask)
-                feats = self._sam_features(frames[-1])
-                yield FrameResult([e], t, self._decode(state, t, feats, self._prompt(hidden[:, seg_pos - 1])))
+        mllm, video = self.model.mllm, state.video
+        order = pass_frames(state.num_frames, start, reverse)
+        for e, text in enumerate(state.texts):
+            memory = self._reset_memory(state, start, reverse)
+            for i, t in enumerate(order):
+                frames = query_window(order, i, self.window)
+                prompt = self.prompts.collate([self.prompts.build(text, len(frames))], len(frames))
+                ids, mask = prompt.input_ids.to(self.device), prompt.attention_mask.to(self.device)
+                pixels = load_frames(video, state.context + frames)
+                hidden, _ = mllm.hidden_states(mllm.embed(ids, self._clip_tokens(pixels)[None]), mask)
+                seg_hidden = hidden[:, int(prompt.seg_positions[0, -1]) - 1]
+                feats = self._sam_features(pixels[-1])
+                yield FrameResult([e], t, self._decode(memory, t, feats, self._prompt(seg_hidden)))
 
 
 ENGINES = {"engine": StreamingEngine, "faithful": FaithfulLoop}

@@ -5,10 +5,12 @@ import os
 import shutil
 from pathlib import Path
 
+from glus.errors import GlusError
+
 PARTIAL = ".partial"
 
 
-class UnsafePathError(ValueError):
+class UnsafePathError(GlusError, ValueError):
     pass
 
 

@@ -1,8 +1,10 @@
 """Errors about weights: a missing or incomplete checkpoint says what was expected where."""
 from __future__ import annotations
 
+from glus.errors import GlusError
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(GlusError, RuntimeError):
     """A checkpoint folder or file does not match what the loader expects."""
 
 

@@ -16,6 +16,10 @@ from glus.model.mllm.tokenizer import SPECIAL_TOKENS
 from glus.model.segmenter import SAM2Segmenter
 
 
+# Our variant of the memory (recipe glus_standard_e2e, the synthetic recipe): SAM2MemoryBank arguments.
+E2E_MEMORY = {"trainable": True, "end_to_end": True, "temporal_encoding": True, "no_object_embedding": True}
+
+
 def tiny_clip_config(**kw) -> CLIPVisionConfig:
     return CLIPVisionConfig(**{"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                                "num_attention_heads": 2, "image_size": 224, "patch_size": 14, **kw})
@@ -50,7 +54,7 @@ def tiny_glus(seed: int = 0, lora: bool = True, embeddings: str = "all", lm_head
               projector: bool = True, vl: VisionLanguageConfig | None = None, segmenter_kwargs: dict | None = None,
               loss_weights: LossWeights | None = None):
     """(GLUS, tokenizer) with LISA's trainable set: LoRA q,v + embeddings + lm_head + projector + [SEG]
-    projection + mask decoder (+ memory attention and encoder, end to end)."""
+    projection + mask decoder; the memory as `segmenter_kwargs["memory"]` says (default: published, frozen)."""
     mllm, tokenizer = tiny_mllm(vl=vl, seed=seed)
     if lora:
         apply_lora(mllm)
@@ -71,7 +75,7 @@ def lisa_7b_configs(vocab_size: int = 32003) -> tuple[CLIPVisionConfig, LlamaCon
     return clip, llama
 
 
-def glus_7b_on_meta(sam_config: str = "sam2.1_hiera_l", lora: bool = True) -> GLUS:
+def glus_7b_on_meta(sam_config: str = "sam2_hiera_l", lora: bool = True, memory: dict | None = None) -> GLUS:
     """The full-size GLUS (LISA-7B-v1 shapes + SAM-2 Hiera-L at 1024 px) on the meta device: no weights;
     for parameter counts and trainable-set checks. (SAM-2's Hiera cannot be built on meta: it is built on
     the CPU, 0.9 GB for Hiera-L, then moved.)"""
@@ -81,7 +85,7 @@ def glus_7b_on_meta(sam_config: str = "sam2.1_hiera_l", lora: bool = True) -> GL
         if lora:
             apply_lora(mllm)
         set_lm_trainables(mllm, embeddings="all", lm_head=True, projector=True)
-    segmenter = SAM2Segmenter(sam_config, image_size=1024).to("meta")
+    segmenter = SAM2Segmenter(sam_config, image_size=1024, memory=memory).to("meta")
     with torch.device("meta"):
         return GLUS(mllm, segmenter)
 
@@ -94,13 +98,15 @@ class TinyGLUSBuilder:
                  sam_image_size: int = 128, sam_config: str = "tiny", train_image_encoder: bool = False,
                  train_vision_tower: bool = False, train_language_model: bool = False,
                  lora: bool = True, embeddings: str = "all", label_mode: str = "seg",
-                 segmenter: dict | None = None, loss_weights: dict | None = None, seg_projection_gain: float = 1.0):
+                 segmenter: dict | None = None, memory: dict | None = None, loss_weights: dict | None = None,
+                 seg_projection_gain: float = 1.0, template: str = "published", clip_resize: str = "crop"):
         """seg_projection_gain scales the initial last layer of the [SEG] projection. Its default init gives
         prompts of norm ~1.4, against ~6-7 for the tiny decoder's own tokens and point prompts; a decoder trained
         from scratch then learns to ignore the prompt before the LLM has learnt to fill it (the synthetic
         recipe uses 5)."""
         self.seed, self.label_mode = seed, label_mode
-        self.vl = VisionLanguageConfig(pooling=pooling, pool=pool)
+        self.vl = VisionLanguageConfig(pooling=pooling, pool=pool, clip_resize=clip_resize)
+        self.memory, self.template = memory, template
         self.clip_image_size, self.train_vision_tower = clip_image_size, train_vision_tower
         self.lora, self.embeddings, self.train_language_model = lora, embeddings, train_language_model
         self.sam_config = sam_config
@@ -119,19 +125,23 @@ class TinyGLUSBuilder:
         set_lm_trainables(mllm, embeddings=self.embeddings, base_layers=self.train_language_model,
                           new_token_ids=tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS)))
         torch.manual_seed(self.seed + 1)
-        segmenter = SAM2Segmenter(self.sam_config, **self.segmenter)
-        return GLUS(mllm, segmenter, self.loss_weights, seg_projection_gain=self.seg_projection_gain), tokenizer
+        segmenter = SAM2Segmenter(self.sam_config, memory=self.memory, **self.segmenter)
+        return GLUS(mllm, segmenter, self.loss_weights, seg_projection_gain=self.seg_projection_gain,
+                    template=self.template), tokenizer
 
 
 class LisaGLUSBuilder:
-    """The published GLUS: LISA-7B-v1 (CLIP ViT-L/14 + Vicuna-7B) + SAM-2 Hiera-L, LoRA r=8 on q,v, trained
-    embeddings, lm_head, projector, [SEG] projection and mask decoder (+ memory, end to end, by default)."""
+    """GLUS from LISA-7B-v1 (CLIP ViT-L/14 + Vicuna-7B) + SAM-2 Hiera-L: LoRA r=8 on q,v, trained embeddings,
+    lm_head, projector, [SEG] projection and mask decoder. The defaults are the published GLUS (SAM-2.0
+    `sam2_hiera_l`, the published memory bank: frozen, detached, no temporal encoding; published prompts;
+    CLIP centre crop); `memory`, `sam_config` and `template` make our variants."""
 
-    def __init__(self, lisa_folder: str = "checkpoints/LISA-7B-v1", sam_config: str = "sam2.1_hiera_l",
-                 sam_checkpoint: str = "checkpoints/sam2/sam2.1_hiera_large.pt", clip_folder: str | None = None,
-                 sam_image_size: int = 1024, pooling: str = "strip", lora_r: int = 8, lora_alpha: int = 16,
-                 lora_dropout: float = 0.05, embeddings: str = "all", segmenter: dict | None = None,
-                 loss_weights: dict | None = None, dtype: str = "float32"):
+    def __init__(self, lisa_folder: str = "checkpoints/LISA-7B-v1", sam_config: str = "sam2_hiera_l",
+                 sam_checkpoint: str = "checkpoints/sam2/sam2_hiera_large.pt", clip_folder: str | None = None,
+                 sam_image_size: int = 1024, pooling: str = "strip", clip_resize: str = "crop", lora_r: int = 8,
+                 lora_alpha: int = 16, lora_dropout: float = 0.05, embeddings: str = "all",
+                 segmenter: dict | None = None, memory: dict | None = None, loss_weights: dict | None = None,
+                 template: str = "published", dtype: str = "float32"):
         self.__dict__.update({k: v for k, v in locals().items() if k != "self"})
 
     def required_paths(self) -> list[tuple[str, str]]:
@@ -145,19 +155,21 @@ class LisaGLUSBuilder:
     def build(self):
         from glus.model.mllm.loading import load_lisa
 
-        mllm, tokenizer, _ = load_lisa(self.lisa_folder, clip_folder=self.clip_folder,
-                                       vl=VisionLanguageConfig(pooling=self.pooling), dtype=getattr(torch, self.dtype))
+        vl = VisionLanguageConfig(pooling=self.pooling, clip_resize=self.clip_resize)
+        mllm, tokenizer, _ = load_lisa(self.lisa_folder, clip_folder=self.clip_folder, vl=vl,
+                                       dtype=getattr(torch, self.dtype))
         apply_lora(mllm, self.lora_r, self.lora_alpha, self.lora_dropout)
         set_lm_trainables(mllm, embeddings=self.embeddings,
                           new_token_ids=tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS)))
-        segmenter = SAM2Segmenter(self.sam_config, self.sam_image_size, self.sam_checkpoint, **(self.segmenter or {}))
-        return GLUS(mllm, segmenter, LossWeights(**(self.loss_weights or {}))), tokenizer
+        segmenter = SAM2Segmenter(self.sam_config, self.sam_image_size, self.sam_checkpoint, memory=self.memory,
+                                  **(self.segmenter or {}))
+        return GLUS(mllm, segmenter, LossWeights(**(self.loss_weights or {})), template=self.template), tokenizer
 
 
 def published_glus(mllm: MultimodalLM, sam_config: str = "sam2_hiera_l", sam_image_size: int = 1024,
                    sam_checkpoint: str | None = None) -> GLUS:
-    """GLUS around a loaded multimodal LM, with the published settings (SAM-2.0 Hiera-L, the published memory
-    bank, prompt templates and CLIP preprocessing). The single place that states them for inference loaders."""
-    segmenter = SAM2Segmenter(sam_config, sam_image_size, sam_checkpoint, train_memory=False,
-                              end_to_end_memory=False, temporal_encoding=False, object_pointers=False)
-    return GLUS(mllm, segmenter)
+    """GLUS around a loaded multimodal LM, with the published settings: SAM-2.0 Hiera-L, the published memory
+    bank (SAM2MemoryBank's defaults), the published prompt templates. (The CLIP preprocessing is the mllm's:
+    `VisionLanguageConfig.clip_resize`, "crop" by default as published.)"""
+    segmenter = SAM2Segmenter(sam_config, sam_image_size, sam_checkpoint)
+    return GLUS(mllm, segmenter, template="published")

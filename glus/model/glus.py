@@ -47,9 +47,11 @@ def select_batch(feats: FrameFeatures, index: torch.Tensor) -> FrameFeatures:
 
 class GLUS(nn.Module):
     def __init__(self, mllm: MultimodalLM, segmenter: SAM2Segmenter, loss_weights: LossWeights | None = None,
-                 train_seg_projection: bool = True, seg_projection_gain: float = 1.0):
+                 train_seg_projection: bool = True, seg_projection_gain: float = 1.0, template: str = "published"):
+        """template: the prompt template set (glus.model.mllm.templates) the model is trained and run with; it
+        belongs to the model, since a model answers the conversation it was trained on."""
         super().__init__()
-        self.mllm, self.segmenter = mllm, segmenter
+        self.mllm, self.segmenter, self.template = mllm, segmenter, template
         self.loss_weights = loss_weights or LossWeights()
         d, out = mllm.hidden_size, segmenter.sam.sam_prompt_embed_dim
         # LISA's name and layout (text_hidden_fcs.0.{0,2}); GLUS re-initialises it for SAM-2's prompt size.
@@ -62,6 +64,11 @@ class GLUS(nn.Module):
         self.text_hidden_fcs.requires_grad_(train_seg_projection)
 
     # ---- stages -----------------------------------------------------------------------------------------
+
+    def seg_prompts(self, seg_hidden: torch.Tensor) -> torch.Tensor:
+        """[SEG] hidden states (..., D) -> SAM-2 sparse prompt tokens (..., prompt_dim): the [SEG] projection."""
+        fcs = self.text_hidden_fcs[0]
+        return fcs(seg_hidden.to(fcs[0].weight.dtype))
 
     def language(self, batch: ClipBatch):
         """Hidden states at [SEG] and LM logits at the supervised positions."""
@@ -95,7 +102,7 @@ class GLUS(nn.Module):
 
     def forward(self, batch: ClipBatch) -> GLUSOutput:
         seg_hidden, lm_logits, targets, seg_logits = self.language(batch)
-        seg_embeddings = self.text_hidden_fcs[0](seg_hidden.to(self.text_hidden_fcs[0][0].weight.dtype))
+        seg_embeddings = self.seg_prompts(seg_hidden)
         mask_logits, scores = self.segment(batch, seg_embeddings)
         return GLUSOutput(mask_logits, seg_embeddings, seg_hidden, lm_logits, targets, scores, seg_logits)
 

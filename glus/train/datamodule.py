@@ -26,13 +26,15 @@ class ResumableSampler(Sampler):
 
 
 class GLUSDataModule(L.LightningDataModule):
-    def __init__(self, root: str, mix: dict[str, float], batch_size: int = 2, steps_per_epoch: int = 100,
-                 accumulate: int = 1, num_workers: int = 2, seed: int = 0, on_error: str = "fail",
+    def __init__(self, root: str, mix: dict[str, float], batch_size: int = 2, global_batch: int | None = None,
+                 steps_per_epoch: int = 100, num_workers: int = 2, seed: int = 0, on_error: str = "fail",
                  clip: ClipSpec | None = None):
-        """mix: {split name: weight}, e.g. {"mevis/train": 1, "refytvos/train": 1} (GLUS-S)."""
+        """mix: {split name: weight}, e.g. {"mevis/train": 1, "refytvos/train": 1} (GLUS-S).
+        batch_size: the micro-batch per device; global_batch: videos per optimiser step over all devices (None:
+        no accumulation). `glus fit` sets the Trainer's accumulate_grad_batches from the two (glus.train.batch)."""
         super().__init__()
-        self.root, self.mix, self.batch_size = root, dict(mix), batch_size
-        self.steps_per_epoch, self.accumulate = steps_per_epoch, accumulate
+        self.root, self.mix, self.batch_size, self.global_batch = root, dict(mix), batch_size, global_batch
+        self.steps_per_epoch = steps_per_epoch
         self.num_workers, self.seed, self.on_error = num_workers, seed, on_error
         self.clip = ClipSpec(**clip) if isinstance(clip, dict) else (clip or ClipSpec())
         self.dataset = None
@@ -47,7 +49,8 @@ class GLUSDataModule(L.LightningDataModule):
 
     def samples_per_step(self) -> int:
         world = self.trainer.world_size if self.trainer else 1
-        return self.batch_size * self.accumulate * world
+        accumulate = self.trainer.accumulate_grad_batches if self.trainer else 1
+        return self.batch_size * accumulate * world
 
     def total_samples(self) -> int:
         """Samples of the whole run: max_steps optimiser steps, or max_epochs GLUS epochs when no max_steps."""

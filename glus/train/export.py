@@ -1,19 +1,16 @@
 """Export what inference needs, from any strategy: the LoRA adapter in peft's format, every other trained
-tensor in safetensors, the resolved recipe and the tokenizer. `load_export` rebuilds the model from them."""
+tensor in safetensors, the resolved recipe and the tokenizer. `glus.model.load` rebuilds the model from them
+(it lives outside `glus.train`, so that inference never imports the training code)."""
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 from pathlib import Path
 
-import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from glus.model.errors import CheckpointError
-
-ADAPTER, HEADS, RECIPE, TOKENIZER = "adapter", "heads.safetensors", "recipe.yaml", "tokenizer"
+from glus.model.load import ADAPTER, HEADS, RECIPE, TOKENIZER, instantiate
 
 
 def export_model(module, out: str | Path, recipe: dict) -> Path:
@@ -35,45 +32,6 @@ def export_model(module, out: str | Path, recipe: dict) -> Path:
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
-
-
-def instantiate(spec):
-    """A {class_path, init_args} tree (LightningCLI's YAML form) -> objects."""
-    if isinstance(spec, dict) and "class_path" in spec:
-        module, _, name = spec["class_path"].rpartition(".")
-        cls = getattr(importlib.import_module(module), name)
-        return cls(**{k: instantiate(v) for k, v in (spec.get("init_args") or {}).items()})
-    if isinstance(spec, dict):
-        return {k: instantiate(v) for k, v in spec.items()}
-    return spec
-
-
-def load_export(folder: str | Path):
-    """(GLUS in eval mode, tokenizer, recipe) from an export folder; strict about the trained tensors."""
-    from peft import set_peft_model_state_dict
-
-    folder = Path(folder)
-    for part in (HEADS, RECIPE):
-        if not (folder / part).exists():
-            raise CheckpointError(f"{folder / part} is missing: an export holds {ADAPTER}/, {HEADS}, {RECIPE}, "
-                                  f"{TOKENIZER}/ (written by glus fit at the end of training)")
-    recipe = yaml.safe_load((folder / RECIPE).read_text())
-    builder = instantiate(recipe["model"]["init_args"]["builder"])
-    model, tokenizer = builder.build()
-    heads = load_file(str(folder / HEADS))
-    own = dict(model.named_parameters())
-    unknown = sorted(set(heads) - set(own))
-    if unknown:
-        raise CheckpointError(f"{folder / HEADS}: tensors the recipe's model does not have: {unknown[:20]}")
-    with torch.no_grad():
-        for name, value in heads.items():
-            own[name].copy_(value)
-    if (folder / ADAPTER).is_dir():
-        adapter = load_file(str(folder / ADAPTER / "adapter_model.safetensors"))
-        result = set_peft_model_state_dict(model.mllm.language_model, adapter)
-        if getattr(result, "unexpected_keys", None):
-            raise CheckpointError(f"adapter keys the model does not have: {result.unexpected_keys[:20]}")
-    return model.eval(), tokenizer, recipe
 
 
 def export_untrained(out: str | Path, builder_args: dict | None = None,

@@ -1,11 +1,10 @@
-"""The LightningModule: a thin shell around GLUS (losses, logging, optimiser, schedule, evaluation hooks)."""
+"""The GLUS LightningModule: losses, the contrastive bank, logging and evaluation hooks; the optimiser, schedule,
+seeding, checkpoint state and export come from `TrainingBase`."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import torch
 
 from glus.data.samplers import rng_for
@@ -15,8 +14,8 @@ from glus.model.contrastive import TokenBank, TokenKey, gather_across_ranks, obj
 from glus.model.glus import ClipBatch
 from glus.model.mllm import PromptBuilder
 from glus.model.mllm.prompt import IGNORE_INDEX, pad_right
+from glus.train.base import TrainingBase
 from glus.train.report import by_kind
-from glus.train.schedule import warmup_linear
 
 BLANK_TEXT = "object"  # the control run's expression: says nothing about which object
 
@@ -32,7 +31,7 @@ class EvalSpec:
     initial: bool = True           # score the untrained model too
 
 
-class GLUSModule(L.LightningModule):
+class GLUSModule(TrainingBase):
     def __init__(self, builder, lr: float = 3e-4, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.0,
                  warmup_steps: int = 100, total_steps: int = 3000, num_context: int = 4, num_query: int = 4,
                  label_mode: str = "seg", blank_text: bool = False, seed: int = 0,
@@ -45,10 +44,9 @@ class GLUSModule(L.LightningModule):
         if gradient_checkpointing:
             self.model.mllm.base_lm.gradient_checkpointing_enable()
         self.prompts = PromptBuilder(self.tokenizer, tokens_per_frame=self.model.mllm.tokens_per_frame(),
-                                     num_context=num_context, label_mode=label_mode)
+                                     num_context=num_context, label_mode=label_mode, template=self.model.template)
         self.evaluation = EvalSpec(**evaluation) if isinstance(evaluation, dict) else evaluation
         self.bank = TokenBank(contrastive_bank)
-        self._tick = None
         self.results: dict = {}
 
     # ---- training -------------------------------------------------------------------------------------
@@ -72,12 +70,6 @@ class GLUSModule(L.LightningModule):
             setattr(prompts, name, getattr(prompts, name).to(self.device))
         return prompts
 
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        # Dropout draws from the global generator: seeding it from (seed, step) makes every step's randomness a
-        # function of the step, so that a run resumed from a checkpoint repeats an uninterrupted run exactly.
-        step = self.global_step * self.trainer.accumulate_grad_batches + batch_idx % self.trainer.accumulate_grad_batches
-        torch.manual_seed(int(rng_for(self.hparams.seed, step, 2).integers(2 ** 62)))
-
     def training_step(self, batch: dict, batch_idx: int):
         clip = self.to_clip_batch(batch)
         out = self.model(clip)
@@ -91,7 +83,7 @@ class GLUSModule(L.LightningModule):
         for name, value in losses.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=n)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
-        self._throughput(n, int(clip.prompts.attention_mask.sum()))
+        self.log_throughput(n, int(clip.prompts.attention_mask.sum()))
         return losses["loss"]
 
     def contrastive(self, seg_EQD: torch.Tensor, batch: dict):
@@ -112,32 +104,8 @@ class GLUSModule(L.LightningModule):
         self.bank.add(*gather_across_ranks(anchors, keys))  # on every rank, even one without anchors
         return loss
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["token_bank"] = self.bank.state_dict()  # exact resume: the bank is part of the state
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "token_bank" in checkpoint:
-            self.bank.load_state_dict(checkpoint["token_bank"])
-
-    def _throughput(self, samples: int, tokens: int) -> None:
-        now = time.perf_counter()
-        if self._tick is not None:
-            dt = max(now - self._tick, 1e-6)
-            self.log("perf/samples_per_s", samples / dt, batch_size=samples)
-            self.log("perf/tokens_per_s", tokens / dt, batch_size=samples)
-            if torch.cuda.is_available():
-                self.log("perf/gpu_mem_gb", torch.cuda.max_memory_allocated() / 2 ** 30, batch_size=samples)
-        self._tick = now
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        # foreach: one kernel per group of tensors (torch's default on CUDA, not on CPU, where it also saves time)
-        optimizer = torch.optim.AdamW(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay,
-                                      foreach=True)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_linear(step, hp.warmup_steps, hp.total_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+    def extra_state(self) -> dict:
+        return {"token_bank": self.bank}  # exact resume: the bank is part of the state
 
     # ---- evaluation -----------------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from glus.errors import GlusError
+
 DATA_HOW = {
     "mevis": "download MeViS by hand (data_prep/README.md), or `glus data synth --out ROOT` for synthetic data",
     "mevis2": "download MeViS v2 by hand (data_prep/README.md)",
@@ -14,8 +16,8 @@ DATA_HOW = {
 }
 
 
-class MissingInputs(FileNotFoundError):
-    pass
+class MissingInputs(GlusError, FileNotFoundError):
+    """Files a command needs are not there: the message lists each one and how to get it."""
 
 
 def required_inputs(config: dict) -> list[tuple[str, str]]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from glus.eval.metrics import aggregate_mean
 from glus.io import atomic_write_json
+from glus.train.preflight import MissingInputs
 
 
 def by_kind(scores, kinds: dict[tuple[str, str], str]) -> dict:
@@ -17,10 +18,17 @@ def by_kind(scores, kinds: dict[tuple[str, str], str]) -> dict:
     return {kind: aggregate_mean(group) for kind, group in sorted(groups.items())}
 
 
+def read_metrics(run_dir: Path) -> dict:
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise MissingInputs(f"{path} not found: pass folders of runs that finished (e.g. runs/synthetic/latest; "
+                            "glus fit writes metrics.json after its final evaluation)")
+    return json.loads(path.read_text())
+
+
 def merge_control(run_dir: str | Path, control_dir: str | Path) -> dict:
     run_dir, control_dir = Path(run_dir).resolve(), Path(control_dir).resolve()
-    main = json.loads((run_dir / "metrics.json").read_text())
-    control = json.loads((control_dir / "metrics.json").read_text())
+    main, control = read_metrics(run_dir), read_metrics(control_dir)
     keep = ("j", "f", "jf", "count", "by_kind")
     main["control_blank_text"] = {k: control[k] for k in keep if k in control} | {"run": str(control_dir)}
     atomic_write_json(run_dir / "metrics.json", main)

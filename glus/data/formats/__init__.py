@@ -47,6 +47,7 @@ FORMATS: dict[str, Format] = {
 }
 
 SPLIT_NAMES = tuple(f"{fmt}/{split}" for fmt, f in FORMATS.items() for split in f.splits)
+SYNTHETIC = ("mevis", "refytvos")  # the layouts `glus data synth` writes
 
 
 def parse_split(name: str) -> tuple[str, str]:
@@ -59,13 +60,20 @@ def parse_split(name: str) -> tuple[str, str]:
     return fmt, split
 
 
+def require_dataset_dir(dataset_dir: str | Path, fmt: str) -> Path:
+    """The dataset folder, or a DataError saying how to get it (checked before anything reads or writes)."""
+    dataset_dir = Path(dataset_dir)
+    if not dataset_dir.is_dir():
+        synth = f", or `glus data synth --out {dataset_dir.parent}` for synthetic data" if fmt in SYNTHETIC else ""
+        raise DataError("dataset folder not found", file=dataset_dir,
+                        fix=f"put {fmt} there in its official layout (data_prep/README.md){synth}")
+    return dataset_dir
+
+
 def read_dataset_dir(dataset_dir: Path, fmt: str, split: str, log: ProblemLog | None = None) -> SplitIndex:
     """Read one split straight from a dataset folder in `fmt`'s official layout (no cache)."""
     if fmt not in FORMATS:
         raise DataError(f"unknown format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
-    dataset_dir = Path(dataset_dir)
-    if not dataset_dir.is_dir():
-        raise DataError("dataset folder not found", file=dataset_dir,
-                        fix=f"see data_prep/README.md for how to obtain {fmt}")
+    dataset_dir = require_dataset_dir(dataset_dir, fmt)
     log = ProblemLog() if log is None else log
     return FORMATS[fmt].read(dataset_dir, split, log, name=f"{fmt}/{split}")

@@ -14,24 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from glus.data.synth.scene import COLOURS, SHAPES, Scene
-
-MOTION_PHRASES = {
-    "left": ("moving left", "going to the left", "that moves leftwards"),
-    "right": ("moving right", "going to the right", "that moves rightwards"),
-    "up": ("moving up", "going upwards", "that rises"),
-    "down": ("moving down", "going downwards", "that falls"),
-    "still": ("that stays still", "not moving", "standing still"),
-    "speeding": ("speeding up", "that accelerates", "moving faster and faster"),
-    "stopping": ("that stops", "moving and then stopping", "that comes to a halt"),
-    "entering": ("entering late", "that appears later", "coming into view"),
-    "leaving": ("leaving the frame", "that moves out of view", "that disappears"),
-}
-PLURAL_MOTION = {
-    "left": "moving left", "right": "moving right", "up": "moving up", "down": "moving down",
-    "still": "that stay still", "speeding": "speeding up", "stopping": "that stop",
-    "entering": "entering late", "leaving": "leaving the frame",
-}
-
+from glus.vocabulary import MOTION_PHRASES, PLURAL_MOTION
 
 # What tells the referred objects apart; the MeViS-layout metadata carries it as each expression's "kind", so
 # that a run can report J&F per kind (`expression_kinds`).

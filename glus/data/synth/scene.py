@@ -10,11 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-COLOURS = {
-    "red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 90, 230),
-    "yellow": (230, 210, 40), "purple": (150, 60, 200), "orange": (240, 140, 30),
-}
-SHAPES = ("circle", "square", "triangle")
+from glus.vocabulary import COLOURS, SHAPES
+
 MOTIONS = ("left", "right", "up", "down", "still", "speeding", "stopping", "entering", "leaving")
 
 

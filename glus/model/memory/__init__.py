@@ -1,4 +1,25 @@
-from glus.model.memory.base import Memory
-from glus.model.memory.sam2_bank import SAM2BankState, SAM2MemoryBank
+from glus.model.memory.base import Memory, MemoryState
+from glus.model.memory.sam2_bank import SAM2BankState, SAM2MemoryBank, memory_steps
 
-__all__ = ["Memory", "SAM2BankState", "SAM2MemoryBank"]
+
+def build_memory(spec=None) -> Memory:
+    """A memory from a recipe's setting: None (the published GLUS bank), a Memory, a dict of SAM2MemoryBank
+    arguments, or {class_path, init_args} (LightningCLI's form, for any Memory subclass)."""
+    import importlib
+
+    if spec is None:
+        return SAM2MemoryBank()
+    if isinstance(spec, Memory):
+        return spec
+    if isinstance(spec, dict) and "class_path" in spec:
+        module, _, name = spec["class_path"].rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        if not (isinstance(cls, type) and issubclass(cls, Memory)):
+            raise ValueError(f"memory class_path {spec['class_path']!r} is not a glus.model.memory.Memory")
+        return cls(**(spec.get("init_args") or {}))
+    if isinstance(spec, dict):
+        return SAM2MemoryBank(**spec)
+    raise ValueError(f"memory: expected None, a dict or a Memory, got {type(spec).__name__}")
+
+
+__all__ = ["Memory", "MemoryState", "SAM2BankState", "SAM2MemoryBank", "build_memory", "memory_steps"]

@@ -1,22 +1,59 @@
-"""The one interface every memory mechanism implements (SAM-2 bank, gated linear, modulated cross-attention).
+"""The one interface every memory mechanism implements (SAM-2 bank now; gated linear and modulated
+cross-attention next), on plain tensors.
 
-State lives in an explicit object returned by `reset` and passed to `read` and `write`: the model keeps no
-per-video state, so one model can serve many videos and expressions at once.
+A memory is an `nn.Module` built by the recipe and handed to the segmenter. It keeps no per-video state:
+`reset` returns a fresh state object that `read` and `write` receive, so one model serves many videos,
+expressions and directions at once. Frames are addressed by their index in the video; a state started with
+`reverse=True` walks the video backwards from `start` (key-frame propagation), and every memory treats it
+exactly as a forward pass over the reversed video.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 
-class Memory(Protocol):
-    def reset(self, training: bool, num_frames: int | None = None, reverse: bool = False) -> Any:
-        """A fresh, empty state for one clip or video."""
+@dataclass
+class MemoryState:
+    """Where a pass over a video starts and which way it runs; subclasses add what they remember."""
 
-    def read(self, state: Any, frame_idx: int, feats) -> torch.Tensor:
+    training: bool
+    start: int = 0
+    reverse: bool = False
+    num_frames: int | None = None
+
+    def step(self, frame_idx: int) -> int:
+        """The position of `frame_idx` within the pass: 0 at the start frame, counting in the pass' direction."""
+        s = (self.start - frame_idx) if self.reverse else (frame_idx - self.start)
+        if s < 0:
+            raise ValueError(f"frame {frame_idx} lies before the start frame {self.start} of this "
+                             f"{'backward' if self.reverse else 'forward'} pass")
+        return s
+
+
+class Memory(nn.Module):
+    def reset(self, training: bool, num_frames: int | None = None, start: int = 0,
+              reverse: bool = False) -> MemoryState:
+        """A fresh, empty state for one clip or one pass over a video."""
+        raise NotImplementedError
+
+    def read(self, state: MemoryState, frame_idx: int, feat_BCHW: torch.Tensor, pos_BCHW: torch.Tensor) -> torch.Tensor:
         """The current frame's top-level features (B, C, H, W), conditioned on what the state remembers."""
+        raise NotImplementedError
 
-    def write(self, state: Any, frame_idx: int, feats, mask_logits_high_res: torch.Tensor,
-              object_score_logits: torch.Tensor, obj_ptr: torch.Tensor, is_cond: bool = False) -> None:
-        """Remember frame `frame_idx` and its predicted mask."""
+    def write(self, state: MemoryState, frame_idx: int, feat_BCHW: torch.Tensor, mask_logits_B1SS: torch.Tensor,
+              object_score_logits_B1: torch.Tensor | None = None, obj_ptr_BC: torch.Tensor | None = None,
+              is_cond: bool = False) -> None:
+        """Remember frame `frame_idx` with its predicted (or given, `is_cond`) mask logits; the state drops
+        what no later frame of the pass can read, so a long video holds a bounded state."""
+        raise NotImplementedError
+
+    def size(self, state: MemoryState) -> int:
+        """How many frames the state holds now (the contract tests check it stays bounded)."""
+        raise NotImplementedError
+
+    def set_trainable(self, trainable: bool) -> None:
+        """Freeze by rule: mark the parameters this memory uses as trainable or not."""
+        self.requires_grad_(trainable)

@@ -6,17 +6,23 @@ Supported folders (see checkpoints/README.md):
   model.vision_tower.vision_tower.vision_model.*, model.visual_model.* (SAM ViT-H: ignored, GLUS uses SAM-2),
   model.text_hidden_fcs.0.{0,2}.*); the CLIP tower, when not saved inside, comes from `mm_vision_tower`.
 - LLaVA-1.5 in transformers' layout (`LlavaForConditionalGeneration`, old and new key names).
+Released GLUS folders (SAM-2 under model.visual_model.*) are loaded by glus.model.released.
+
+Weights: one file or shards with their index (`model.safetensors.index.json`, `pytorch_model.bin.index.json`);
+every shard the index lists must exist and hold exactly the keys the index assigns to it.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, LlamaConfig
 
-from glus.model.errors import CheckpointError, load_strict
+from glus.model.errors import CheckpointError, format_key_mismatch, load_strict
 from glus.model.mllm.model import MultimodalLM, VisionLanguageConfig
 from glus.model.mllm.tokenizer import add_glus_tokens
 
@@ -27,29 +33,106 @@ LISA_LAYOUT = """expected a LISA-7B-v1 folder (HF format, LLaVA-v1 layout):
   CLIP tower                inside the weights (model.vision_tower.vision_tower.vision_model.*) or a folder named by
                             mm_vision_tower, e.g. checkpoints/clip-vit-large-patch14 (transformers CLIPVisionModel)"""
 IGNORED_PREFIXES = ("model.visual_model.",)  # LISA's SAM ViT-H: GLUS replaces it by SAM-2
+# transformers <= 4.31 (LISA's and GLUS' pinned version) saved LLaMA's rotary frequencies in every layer; newer
+# versions compute them from the config. Such keys are checked against our values, then dropped.
+ROTARY_KEY = re.compile(r"^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$")
+
+INDEX_FILES = {".safetensors": "model.safetensors.index.json", ".bin": "pytorch_model.bin.index.json"}
+SHARD_NAME = re.compile(r"-(\d+)-of-(\d+)\.(?:safetensors|bin)$")
 
 
-def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
-    if not files:
-        raise CheckpointError(f"no weight files in {folder}\n{LISA_LAYOUT}")
+def weight_files(folder: Path, layout: str = LISA_LAYOUT, check: bool = True) -> tuple[list[Path], dict | None]:
+    """The weight files of a transformers folder and, when it has an index, the index's weight_map
+    ({key: file}). safetensors first, then pytorch_model*.bin; with `check`, every shard must be present."""
+    for suffix, pattern in ((".safetensors", "*.safetensors"), (".bin", "pytorch_model*.bin")):
+        index = folder / INDEX_FILES[suffix]
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (ValueError, KeyError, TypeError) as err:
+                raise CheckpointError(f"{index} is not a transformers index ({{\"weight_map\": {{key: file}}}}): "
+                                      f"{err!r}") from err
+            files = [folder / name for name in sorted(set(weight_map.values()))]
+            absent = [f.name for f in files if not f.is_file()]
+            if check and absent:
+                raise CheckpointError(f"{index} names shard file(s) missing from {folder}: {absent} "
+                                      "(download every file the index lists)")
+            return files, weight_map
+        files = sorted(folder.glob(pattern))
+        if files:
+            if check:
+                _check_shard_series(files)
+            return files, None
+    raise CheckpointError(f"no weight files in {folder}\n{layout}")
+
+
+def _check_shard_series(files: list[Path]) -> None:
+    """Shards named like model-00001-of-00003.safetensors without an index: every number must be there."""
+    series = [SHARD_NAME.search(f.name) for f in files]
+    if not any(series):
+        return
+    total = int(next(m for m in series if m).group(2))
+    found = {int(m.group(1)) for m in series if m}
+    absent = sorted(set(range(1, total + 1)) - found)
+    if absent:
+        raise CheckpointError(f"{files[0].parent}: shard(s) {absent} of {total} are missing "
+                              f"(found {[f.name for f in files]})")
+
+
+def read_file(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # the pre-1.6 (non-zip) format cannot be memory-mapped
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def file_keys(path: Path) -> list[str]:
+    """The tensor names of one weight file; safetensors and zip-format .bin files are not read in full."""
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as f:
+            return list(f.keys())
+    return list(read_file(path))
+
+
+def check_shard(path: Path, keys, weight_map: dict | None) -> None:
+    """A shard must hold exactly the keys its index assigns to it."""
+    if weight_map is None:
+        return
+    listed = {k for k, name in weight_map.items() if name == path.name}
+    absent, unlisted = sorted(listed - set(keys)), sorted(set(keys) - listed)
+    if absent or unlisted:
+        raise CheckpointError(format_key_mismatch(f"{path} against its index", absent, unlisted)
+                              + "\n(the shard and the index file come from different saves: download both again)")
+
+
+def iter_weights(folder: Path, layout: str = LISA_LAYOUT):
+    """(file, {key: tensor}) per weight file, each checked against the index: one shard in memory at a time."""
+    files, weight_map = weight_files(folder, layout)
+    for path in files:
+        part = read_file(path)
+        check_shard(path, part, weight_map)
+        yield path, part
+
+
+def read_weights(folder: Path, layout: str = LISA_LAYOUT) -> dict[str, torch.Tensor]:
     state = {}
-    for f in files:
-        state.update(load_file(str(f)) if f.suffix == ".safetensors"
-                     else torch.load(f, map_location="cpu", weights_only=True))
+    for _, part in iter_weights(folder, layout):
+        state.update(part)
     return state
 
 
-def _read_config(folder: Path) -> dict:
+def read_config(folder: Path, layout: str = LISA_LAYOUT) -> dict:
     if not folder.is_dir():
-        raise CheckpointError(f"checkpoint folder not found: {folder}\n{LISA_LAYOUT}")
+        raise CheckpointError(f"checkpoint folder not found: {folder}\n{layout}")
     path = folder / "config.json"
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing\n{LISA_LAYOUT}")
+        raise CheckpointError(f"{path} is missing\n{layout}")
     return json.loads(path.read_text())
 
 
-def _clip_folder(cfg: dict, clip_folder: str | None, checkpoints: Path) -> Path:
+def clip_folder_for(cfg: dict, clip_folder: str | None, checkpoints: Path) -> Path:
     if clip_folder:
         return Path(clip_folder)
     name = cfg.get("mm_vision_tower") or "openai/clip-vit-large-patch14"
@@ -82,38 +165,71 @@ def split_lisa_state(state: dict) -> tuple[dict, dict, dict, list[str]]:
     return ours, clip, seg_fc, unexpected
 
 
+def rotary_keys(keys, lm) -> list[str]:
+    """The saved per-layer rotary frequencies among `keys` that `lm` does not hold as state (see ROTARY_KEY)."""
+    own = set(lm.state_dict())
+    return [k for k in keys if ROTARY_KEY.match(k) and k not in own]
+
+
+def check_rotary(key: str, value: torch.Tensor, lm) -> str | None:
+    """None when a saved rotary frequency vector equals `lm`'s (to the precision it was saved in), else why not."""
+    ours = next((b for n, b in lm.named_buffers() if n.endswith("rotary_emb.inv_freq")), None)
+    if ours is None or ours.shape != value.shape:
+        return f"{key}: shape {tuple(value.shape)}, the model's is {None if ours is None else tuple(ours.shape)}"
+    tol = 1e-6 if value.dtype == torch.float32 else 1e-2
+    if not torch.allclose(value.float(), ours.float().cpu(), rtol=tol, atol=0):
+        return f"{key}: differs from the frequencies of config.json's rope_theta (rope scaling in the checkpoint?)"
+    return None
+
+
+def vision_tower_for(cfg: dict, folder: Path, clip_folder: str | None, checkpoints: str | Path,
+                     weights_inside: bool, layout: str = LISA_LAYOUT) -> CLIPVisionModel:
+    """The CLIP tower of a LLaVA-v1-layout folder: its config from the CLIP folder, and its weights from there too
+    unless the checkpoint holds them (`weights_inside`: the caller loads them, the tower is returned initialised)."""
+    clip_dir = clip_folder_for(cfg, clip_folder, Path(checkpoints))
+    if weights_inside:
+        if not (clip_dir / "config.json").is_file():
+            raise CheckpointError(f"the CLIP tower's weights are in {folder} but its config is not: expected "
+                                  f"{clip_dir}/config.json (set clip_folder)\n{layout}")
+        return CLIPVisionModel(CLIPVisionConfig.from_pretrained(str(clip_dir)))
+    if not clip_dir.is_dir():
+        raise CheckpointError(f"CLIP tower folder not found: {clip_dir} (config.json's mm_vision_tower is "
+                              f"{cfg.get('mm_vision_tower')!r}; set clip_folder)\n{layout}")
+    return CLIPVisionModel.from_pretrained(str(clip_dir), local_files_only=True)
+
+
+def language_model_from_config(cfg: dict, dtype: torch.dtype | None = None):
+    """The LLaMA of a LLaVA-v1-layout config.json (its LLaVA fields are ignored), initialised, not loaded."""
+    llama_cfg = LlamaConfig.from_dict({k: v for k, v in cfg.items() if k not in ("architectures", "model_type")})
+    return AutoModelForCausalLM.from_config(llama_cfg, **({"dtype": dtype} if dtype is not None else {}))
+
+
 def load_lisa(folder: str | Path, clip_folder: str | None = None, checkpoints: str | Path = "checkpoints",
               vl: VisionLanguageConfig | None = None, dtype: torch.dtype = torch.float32):
     """(MultimodalLM, tokenizer, text_hidden_fcs state) from a LISA-7B-v1-layout folder."""
     folder = Path(folder)
-    cfg = _read_config(folder)
+    cfg = read_config(folder)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     add_glus_tokens(tokenizer)
     ours, clip_state, seg_fc, unexpected = split_lisa_state(read_weights(folder))
     if unexpected:
         raise CheckpointError(f"{folder}: {len(unexpected)} unexpected key(s): {sorted(unexpected)[:20]}")
-    clip_dir = _clip_folder(cfg, clip_folder, Path(checkpoints))
+    vision = vision_tower_for(cfg, folder, clip_folder, checkpoints, weights_inside=bool(clip_state))
     if clip_state:
-        if not (clip_dir / "config.json").is_file():
-            raise CheckpointError(f"the CLIP tower's weights are in {folder} but its config is not: expected "
-                                  f"{clip_dir}/config.json (set clip_folder)\n{LISA_LAYOUT}")
-        vision = CLIPVisionModel(CLIPVisionConfig.from_pretrained(str(clip_dir)))
         load_strict(vision, normalize_vision_keys(clip_state, vision), f"CLIP tower in {folder}")
-    else:
-        if not clip_dir.is_dir():
-            raise CheckpointError(f"CLIP tower folder not found: {clip_dir}\n{LISA_LAYOUT}")
-        vision = CLIPVisionModel.from_pretrained(str(clip_dir), local_files_only=True)
-    llama_cfg = LlamaConfig.from_dict({k: v for k, v in cfg.items() if k not in ("architectures", "model_type")})
-    lm = AutoModelForCausalLM.from_config(llama_cfg)
+    lm = language_model_from_config(cfg)
     vl = vl or VisionLanguageConfig(select_layer=cfg.get("mm_vision_select_layer", -2), projector="linear")
+    lm_keys = [k[len("language_model."):] for k in ours if k.startswith("language_model.")]
+    for key in rotary_keys(lm_keys, lm):
+        problem = check_rotary(key, ours.pop("language_model." + key), lm)
+        if problem:
+            raise CheckpointError(f"{folder}: {problem}")
     mllm = MultimodalLM(vision, lm, vl)
     # the vision tower is loaded above; everything else of ours must come from the checkpoint, exactly
     expected = {k: v for k, v in mllm.state_dict().items() if not k.startswith("vision_tower.")}
     missing = sorted(set(expected) - set(ours))
     extra = sorted(set(ours) - set(expected))
     if missing or extra:
-        from glus.model.errors import format_key_mismatch
-
         raise CheckpointError(format_key_mismatch(f"LISA checkpoint {folder}", missing, extra) + "\n" + LISA_LAYOUT)
     mllm.load_state_dict({**ours, **{k: v for k, v in mllm.state_dict().items() if k.startswith("vision_tower.")}},
                          strict=True)
@@ -162,7 +278,7 @@ def load_llava(folder: str | Path, vl: VisionLanguageConfig | None = None, dtype
     from transformers import AutoModel, LlavaConfig
 
     folder = Path(folder)
-    _read_config(folder)
+    read_config(folder)
     cfg = LlavaConfig.from_pretrained(str(folder))
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     vision = AutoModel.from_config(cfg.vision_config)

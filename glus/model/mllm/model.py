@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from glus.data.transforms import clip_input
+from glus.transforms import clip_input
 from glus.model.mllm.tokenizer import IMAGE_TOKEN_INDEX
 
 
@@ -22,6 +22,7 @@ class VisionLanguageConfig:
     pool: int = 4                   # tokens pooled into one (strip length, or 4 = 2x2)
     projector: str = "linear"       # "linear" (LISA-7B-v1) or "mlp2x_gelu" (LLaVA-1.5)
     drop_cls: bool | None = None    # None: drop CLIP's CLS token, keep everything of CLS-free towers (SigLIP)
+    clip_resize: str = "crop"       # "crop": shortest side + centre crop (published); "squash": whole frame
 
 
 def build_projector(kind: str, vision_dim: int, lm_dim: int) -> nn.Sequential:
@@ -81,9 +82,9 @@ class MultimodalLM(nn.Module):
         return patches // (1 if self.config.pooling == "none" else self.config.pool)
 
     def preprocess(self, frames_BHWC_uint8: torch.Tensor) -> torch.Tensor:
-        """uint8 frames -> CLIP input. The whole frame is resized to a square (no centre crop: objects near the
-        left and right borders stay visible)."""
-        return clip_input(frames_BHWC_uint8, self.vision_tower.config.image_size).to(self.projector[0].weight.device)
+        """uint8 frames -> CLIP input (see `glus.transforms.clip_input` for the two resize modes)."""
+        pixels = clip_input(frames_BHWC_uint8, self.vision_tower.config.image_size, self.config.clip_resize)
+        return pixels.to(self.projector[0].weight.device)
 
     def encode_frames(self, pixels_N3HW: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, K, D_lm) projected visual tokens, K = tokens_per_frame()."""

@@ -1,7 +1,8 @@
 """The llava_v1 conversation GLUS is trained on: 4 context frames, then one query round per query frame.
 
-    [BOS] SYSTEM USER: <ctx><ctx><ctx><ctx>\nCONTEXT_LINE\n<q1>\nCan you segment the {exp} in this frame?
-    ASSISTANT: It is [SEG].</s>USER: <q2>\n... ASSISTANT: Sure, [SEG].</s> ...
+    [BOS] SYSTEM USER: <ctx><ctx><ctx><ctx>\nCONTEXT_LINE\n<q1>\nQUESTION ASSISTANT: ANSWER</s>USER: <q2>\n...
+
+The text comes from a template set (`templates.py`: the published one, or ours).
 
 Every image is <im_start> + K image slots + <im_end>, K = visual tokens per frame, so the splice of
 visual features and the [SEG] positions are found from the token ids, never from hard-coded offsets.
@@ -13,21 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from glus.model.mllm.templates import PromptTemplates, get_templates
 from glus.model.mllm.tokenizer import IM_END, IM_START, IMAGE_TOKEN_INDEX, SEG_TOKEN
 
 IGNORE_INDEX = -100
-SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
-          "The assistant gives helpful, detailed, and polite answers to the human's questions.")
-CONTEXT_LINE = "These are context frames of a video. The tasks below are about the frames of this video."
-# {exp} carries its own article (see `with_article`): LISA's "segment the {class}" read "the the ..." on
-# referring expressions, which mostly start with one.
-QUESTIONS = (
-    "Can you segment {exp} in this frame?",
-    "Please segment {exp} in this frame.",
-    "What is {exp} in this frame? Please respond with segmentation mask.",
-    "Where is {exp} in this frame? Please output segmentation mask.",
-)
-ANSWERS = ("It is [SEG].", "Sure, [SEG].", "Sure, it is [SEG].", "Sure, the segmentation result is [SEG].")
 
 
 def clean_expression(text: str) -> str:
@@ -60,11 +50,13 @@ class PromptBatch:
 
 class PromptBuilder:
     def __init__(self, tokenizer, tokens_per_frame: int = 64, num_context: int = 4, im_start_end: bool = True,
-                 label_mode: str = "seg"):  # "seg": CE at [SEG] only (GLUS); "answer": whole answer (LISA)
+                 label_mode: str = "seg",  # "seg": CE at [SEG] only (GLUS); "answer": whole answer (LISA)
+                 template: str | PromptTemplates = "published"):
         if label_mode not in ("seg", "answer"):
             raise ValueError(f"label_mode must be 'seg' or 'answer', got {label_mode!r}")
         self.tok, self.k, self.num_context = tokenizer, tokens_per_frame, num_context
         self.im_start_end, self.label_mode = im_start_end, label_mode
+        self.templates = get_templates(template)
         ids = tokenizer.convert_tokens_to_ids([IM_START, IM_END, SEG_TOKEN])
         if tokenizer.unk_token_id in ids or None in ids:
             raise ValueError("the tokenizer lacks GLUS' special tokens: call add_glus_tokens(tokenizer) first")
@@ -78,16 +70,24 @@ class PromptBuilder:
         body = [self.image_id] * self.k
         return [self.im_start_id, *body, self.im_end_id] if self.im_start_end else body
 
-    def build(self, expression: str, num_query: int, rng: np.random.Generator | None = None) -> dict:
-        """Token ids and labels of one conversation. With rng, templates vary (training); without, the first
-        template is used every round (inference: deterministic)."""
+    def _expression(self, expression: str) -> str:
         exp = clean_expression(expression)
         if not exp:
             raise ValueError("empty expression")
-        exp = with_article(exp)
-        pick = (lambda opts: opts[int(rng.integers(len(opts)))]) if rng is not None else (lambda opts: opts[0])
+        return with_article(exp) if self.templates.add_article else exp
+
+    def build(self, expression: str, num_query: int, rng: np.random.Generator | None = None) -> dict:
+        """Token ids and labels of one conversation. With rng, questions and answers are drawn from the template
+        set (training); without, every round is the inference question and answer (deterministic)."""
+        t, exp = self.templates, self._expression(expression)
+        if rng is not None:
+            def round_text():
+                return t.questions[int(rng.integers(len(t.questions)))], t.answers[int(rng.integers(len(t.answers)))]
+        else:
+            def round_text():
+                return t.inference_question, t.inference_answer
         ids = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
-        ids += self._text(SYSTEM + " ")
+        ids += self._text(t.system + " ")
         labels = [IGNORE_INDEX] * len(ids)
         prefix_len = 0
         for q in range(num_query):
@@ -95,10 +95,11 @@ class PromptBuilder:
             if q == 0:
                 for _ in range(self.num_context):
                     user += self._image()
-                user += self._text("\n" + CONTEXT_LINE + "\n")
+                user += self._text("\n" + t.context_line + "\n")
                 prefix_len = len(ids) + len(user)
-            user += self._image() + self._text("\n" + pick(QUESTIONS).format(exp=exp) + " ASSISTANT: ")
-            answer = self._text(pick(ANSWERS)) + [self.tok.eos_token_id]
+            question, answer_text = round_text()
+            user += self._image() + self._text("\n" + question.format(exp=exp) + " ASSISTANT: ")
+            answer = self._text(answer_text) + [self.tok.eos_token_id]
             if answer.count(self.seg_id) != 1:
                 raise ValueError(f"the answer template must hold exactly one {SEG_TOKEN}")
             ids += user + answer
@@ -111,7 +112,7 @@ class PromptBuilder:
 
     def expression_tokens(self, expression: str) -> list[int]:
         """The expression's token ids as the prompt spells it (after "segment ", with its article)."""
-        return self._text(" " + with_article(clean_expression(expression)))
+        return self._text(" " + self._expression(expression))
 
     def split_for_cache(self, expression: str, num_query: int) -> tuple[list[int], list[int]]:
         """(prefix, suffix) token ids of the inference prompt: the suffix holds the query rounds and ends at the

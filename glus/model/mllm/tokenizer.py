@@ -30,12 +30,11 @@ def add_glus_tokens(tokenizer) -> list[int]:
 
 
 def _corpus() -> list[str]:
-    from glus.data.synth.language import MOTION_PHRASES, PLURAL_MOTION
-    from glus.data.synth.scene import COLOURS, SHAPES
-    from glus.model.mllm.prompt import ANSWERS, QUESTIONS, SYSTEM, CONTEXT_LINE
+    from glus.model.mllm.templates import all_template_text
+    from glus.vocabulary import COLOURS, MOTION_PHRASES, PLURAL_MOTION, SHAPES
 
     words = list(COLOURS) + list(SHAPES) + ["grey", "bar", "object", "objects", "two", "three", "the", "that", "is"]
-    lines = [SYSTEM, CONTEXT_LINE, "USER: ASSISTANT:", *QUESTIONS, *ANSWERS]
+    lines = [*all_template_text(), "USER: ASSISTANT:"]
     lines += [p for ps in MOTION_PHRASES.values() for p in ps] + list(PLURAL_MOTION.values())
     # The synthetic vocabulary is frequent, so each of its words becomes one token, as "red" or "circle" are in
     # LLaMA's vocabulary: a from-scratch LM then links a word to its meaning without first composing fragments.

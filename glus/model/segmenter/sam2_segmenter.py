@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glus.data.transforms import sam_input
-from glus.model.memory import SAM2MemoryBank
+from glus.model.memory import Memory, build_memory
 from glus.model.segmenter.build import build_sam2_model
+from glus.transforms import sam_input
 
 NO_OBJ_SCORE = -1024.0  # SAM-2's logit for "no object" masks
 
@@ -31,9 +31,19 @@ class FrameFeatures:
         return FrameFeatures([f.expand(-1, batch, -1) for f in self.vision_feats],
                              [p.expand(-1, batch, -1) for p in self.vision_pos], self.feat_sizes)
 
+    def top(self) -> torch.Tensor:
+        """The top-level features (B, C, H, W) that memories read and write."""
+        return self._bchw(self.vision_feats[-1], self.feat_sizes[-1])
+
+    def top_pos(self) -> torch.Tensor:
+        return self._bchw(self.vision_pos[-1], self.feat_sizes[-1])
+
+    @staticmethod
+    def _bchw(x_HWBC: torch.Tensor, size) -> torch.Tensor:
+        return x_HWBC.permute(1, 2, 0).reshape(x_HWBC.size(1), x_HWBC.size(2), *size)
+
     def high_res(self) -> list:
-        return [x.permute(1, 2, 0).reshape(x.size(1), x.size(2), *s)
-                for x, s in zip(self.vision_feats[:-1], self.feat_sizes[:-1])]
+        return [self._bchw(x, s) for x, s in zip(self.vision_feats[:-1], self.feat_sizes[:-1])]
 
 
 @dataclass
@@ -41,36 +51,38 @@ class SegOutput:
     low_res_logits: torch.Tensor    # (B, 1, 4h, 4w) at a quarter of the SAM input size
     high_res_logits: torch.Tensor   # (B, 1, S, S) at the SAM input size
     ious: torch.Tensor              # (B, 1)
-    obj_ptr: torch.Tensor           # (B, C)
+    obj_ptr: torch.Tensor | None    # (B, C) when the memory reads object pointers
     object_score_logits: torch.Tensor  # (B, 1)
 
 
 class SAM2Segmenter(nn.Module):
     def __init__(self, config: str = "tiny", image_size: int | None = None, checkpoint: str | None = None,
                  overrides: dict | None = None,
+                 memory: Memory | dict | None = None,  # None: the published GLUS bank (see SAM2MemoryBank)
                  train_image_encoder: bool = False,   # GLUS: frozen; features computed once per frame
                  train_mask_decoder: bool = True,
-                 train_memory: bool = True,           # memory attention + memory encoder (+ pointer heads)
-                 end_to_end_memory: bool = True,      # gradients through memories of earlier frames
-                 temporal_encoding: bool = True,      # SAM-2's memory temporal encoding (published GLUS: off)
-                 object_pointers: bool = False,       # published GLUS: off
-                 num_memories: int | None = None, stride_train: int = 1, stride_eval: int = 3,
                  gate_by_object_score: bool = False):  # SAM-2 tracking gates masks by its object score
         super().__init__()
         self.sam = build_sam2_model(config, image_size, checkpoint, overrides)
+        self.sam.requires_grad_(False)  # then each part by rule: below, and the memory's own parts
         self.image_size = self.sam.image_size
         self.train_image_encoder = train_image_encoder
         self.gate_by_object_score = gate_by_object_score
         self.multimask = False  # GLUS decodes one mask per [SEG]
-        self.memory = SAM2MemoryBank(self.sam, num_memories, stride_train, stride_eval, temporal_encoding,
-                                     object_pointers, end_to_end=end_to_end_memory)
-        self._set_trainable(train_image_encoder, train_mask_decoder, train_memory)
+        self.memory = build_memory(memory)
+        if hasattr(self.memory, "bind"):  # memories over SAM-2's own modules (the bank) use its weights
+            self.memory.bind(self.sam)
+        self._set_trainable(train_image_encoder, train_mask_decoder)
 
-    def _set_trainable(self, image_encoder: bool, mask_decoder: bool, memory: bool) -> None:
+    @property
+    def object_pointers(self) -> bool:
+        return bool(getattr(self.memory, "object_pointers", False))
+
+    def _set_trainable(self, image_encoder: bool, mask_decoder: bool) -> None:
         """Freeze by rule: only parts that the GLUS forward uses and the losses reach can train, so that
-        "trainable" always means "receives a gradient" (no unused parameters under DeepSpeed/DDP)."""
+        "trainable" always means "receives a gradient" (no unused parameters under DeepSpeed/DDP). The memory
+        sets its own parts (bound at construction)."""
         sam, decoder = self.sam, self.sam.sam_mask_decoder
-        sam.requires_grad_(False)
         sam.image_encoder.requires_grad_(image_encoder)
         decoder.requires_grad_(mask_decoder)
         unused = [decoder.iou_prediction_head]  # IoU estimates are not supervised
@@ -80,18 +92,6 @@ class SAM2Segmenter(nn.Module):
             unused += list(decoder.output_hypernetworks_mlps)[1:]
         for module in unused:
             module.requires_grad_(False)
-        mem = ["memory_attention", "memory_encoder", "maskmem_tpos_enc", "no_mem_embed", "no_mem_pos_enc",
-               "no_obj_embed_spatial"]
-        if self.memory.object_pointers:
-            mem += ["obj_ptr_proj", "obj_ptr_tpos_proj", "no_obj_ptr"]
-        for name in mem:
-            part = getattr(sam, name, None)
-            if part is not None:
-                part.requires_grad_(memory)
-        if not self.memory.temporal_encoding:
-            sam.maskmem_tpos_enc.requires_grad_(False)
-        if sam.directly_add_no_mem_embed:  # the no-memory position encoding is never used then
-            sam.no_mem_pos_enc.requires_grad_(False)
 
     # ---- stages -----------------------------------------------------------------------------------------
 
@@ -141,7 +141,8 @@ class SAM2Segmenter(nn.Module):
             if tokens.size(1) > 1:
                 token = tokens[rows, best]
         high = F.interpolate(low, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        return SegOutput(low, high, ious, self._object_pointer(token, obj_scores), obj_scores)
+        ptr = self._object_pointer(token, obj_scores) if self.object_pointers else None
+        return SegOutput(low, high, ious, ptr, obj_scores)
 
     def _object_pointer(self, token: torch.Tensor, obj_scores: torch.Tensor) -> torch.Tensor:
         sam = self.sam
@@ -155,24 +156,24 @@ class SAM2Segmenter(nn.Module):
 
     def mask_as_output(self, feats: FrameFeatures, mask_B1SS: torch.Tensor) -> SegOutput:
         """A given mask (e.g. a ground-truth first frame) used as the frame's output, as SAM-2 does."""
-        pix = feats.vision_feats[-1].permute(1, 2, 0).reshape(-1, self.sam.hidden_dim, *feats.feat_sizes[-1])
-        low, high, ious, _, _, ptr, score = self.sam._use_mask_as_output(pix, feats.high_res(), mask_B1SS)
+        low, high, ious, _, _, ptr, score = self.sam._use_mask_as_output(feats.top(), feats.high_res(), mask_B1SS)
         return SegOutput(low, high, ious, ptr, score)
 
     def step(self, state, frame_idx: int, feats: FrameFeatures, sparse_BNC: torch.Tensor | None = None,
              mask_input: torch.Tensor | None = None, multimask: bool = False) -> SegOutput:
         """Segment one frame with memory, then write it to memory. Exactly one of sparse prompt / mask."""
+        top, pos = feats.top(), feats.top_pos()
         if mask_input is not None:
             out = self.mask_as_output(feats, mask_input)
         else:
-            pix = self.memory.read(state, frame_idx, feats)
-            out = self.decode(pix, feats, sparse_BNC, multimask)
-        self.memory.write(state, frame_idx, feats, out.high_res_logits, out.object_score_logits, out.obj_ptr,
+            out = self.decode(self.memory.read(state, frame_idx, top, pos), feats, sparse_BNC, multimask)
+        self.memory.write(state, frame_idx, top, out.high_res_logits, out.object_score_logits, out.obj_ptr,
                           is_cond=mask_input is not None)
         return out
 
-    def reset(self, num_frames: int | None = None, reverse: bool = False):
-        return self.memory.reset(self.training, num_frames, reverse)
+    def reset(self, num_frames: int | None = None, start: int = 0, reverse: bool = False):
+        """A fresh memory state for one clip, or one pass over a video from `start` (backwards if `reverse`)."""
+        return self.memory.reset(self.training, num_frames, start, reverse)
 
     @staticmethod
     def to_frame_size(logits_B1hw: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -1,0 +1,78 @@
+"""Weights for inference: rebuild a GLUS from a folder (`load_model`), without importing the training code.
+
+Two kinds of folder:
+- an export (written by `glus fit`, see `glus.train.export`): the LoRA adapter in peft's format, every other
+  trained tensor in safetensors, the resolved recipe and the tokenizer;
+- a released GLUS checkpoint (GLUS-S, GLUS-S-partial, GLUS-A: `glus.model.released`), run as published.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from glus.model.errors import CheckpointError
+
+ADAPTER, HEADS, RECIPE, TOKENIZER = "adapter", "heads.safetensors", "recipe.yaml", "tokenizer"
+EXPORT_LAYOUT = (f"an export folder holds {ADAPTER}/, {HEADS}, {RECIPE} and {TOKENIZER}/ "
+                 "(glus fit writes one at the end of training: runs/<recipe>/latest/export)")
+
+
+def load_model(path: str | Path, sam_config: str = "sam2_hiera_l", sam_image_size: int = 1024,
+               clip_folder: str | None = None):
+    """(GLUS in eval mode, tokenizer, recipe) from a weights folder, whichever kind it is. For a released
+    folder, the recipe is the published inference's (4 context frames) and `sam_config`/`clip_folder` say
+    what the folder does not (the published scripts: sam2_hiera_l, openai/clip-vit-large-patch14)."""
+    from glus.model.released import is_released_folder, load_released
+
+    folder = Path(path)
+    if (folder / RECIPE).is_file():
+        return load_export(folder)
+    if is_released_folder(folder):
+        model, tokenizer, info = load_released(folder, sam_config=sam_config, sam_image_size=sam_image_size,
+                                             clip_folder=clip_folder)
+        return model, tokenizer, {"model": {"init_args": {"num_context": 4, "num_query": 4}}, "released": info}
+    what = "not found" if not folder.exists() else f"is neither an export (no {RECIPE}) nor a released GLUS folder"
+    raise CheckpointError(f"{folder} {what}: {EXPORT_LAYOUT}; a released GLUS folder holds config.json, the "
+                          "tokenizer and weights with model.visual_model.* and model.text_hidden_fcs.*")
+
+
+def instantiate(spec):
+    """A {class_path, init_args} tree (LightningCLI's YAML form) -> objects."""
+    if isinstance(spec, dict) and "class_path" in spec:
+        module, _, name = spec["class_path"].rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        return cls(**{k: instantiate(v) for k, v in (spec.get("init_args") or {}).items()})
+    if isinstance(spec, dict):
+        return {k: instantiate(v) for k, v in spec.items()}
+    return spec
+
+
+def load_export(folder: str | Path):
+    """(GLUS in eval mode, tokenizer, recipe) from an export folder; strict about the trained tensors."""
+    from peft import set_peft_model_state_dict
+
+    folder = Path(folder)
+    for part in (HEADS, RECIPE):
+        if not (folder / part).exists():
+            raise CheckpointError(f"{folder / part} is missing: {EXPORT_LAYOUT}")
+    recipe = yaml.safe_load((folder / RECIPE).read_text())
+    builder = instantiate(recipe["model"]["init_args"]["builder"])
+    model, tokenizer = builder.build()
+    heads = load_file(str(folder / HEADS))
+    own = dict(model.named_parameters())
+    unknown = sorted(set(heads) - set(own))
+    if unknown:
+        raise CheckpointError(f"{folder / HEADS}: tensors the recipe's model does not have: {unknown[:20]}")
+    with torch.no_grad():
+        for name, value in heads.items():
+            own[name].copy_(value)
+    if (folder / ADAPTER).is_dir():
+        adapter = load_file(str(folder / ADAPTER / "adapter_model.safetensors"))
+        result = set_peft_model_state_dict(model.mllm.language_model, adapter)
+        if getattr(result, "unexpected_keys", None):
+            raise CheckpointError(f"adapter keys the model does not have: {result.unexpected_keys[:20]}")
+    return model.eval(), tokenizer, recipe
