@@ -21,7 +21,7 @@ LONG_SIZE = (480, 272)  # frames of the memory videos (W, H): big enough that ho
 
 
 def _tiny_export(folder: Path) -> Path:
-    from glus.train.export import export_untrained
+    from glus.model.export import export_untrained
 
     if not (folder / "heads.safetensors").exists():
         export_untrained(folder, {"seed": 0, "clip_image_size": 112, "sam_image_size": 128})

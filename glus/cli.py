@@ -62,13 +62,13 @@ def _load_for_inference(args):
 
     from glus.model.load import load_model
 
-    model, tokenizer, recipe = load_model(args.ckpt, sam_config=args.sam_config, sam_image_size=args.sam_image_size,
-                                          clip_folder=args.clip_folder)
     local = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device(args.device if args.device != "auto" else
                           (f"cuda:{local}" if torch.cuda.is_available() else "cpu"))
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16,
              "auto": torch.bfloat16 if device.type == "cuda" else torch.float32}[args.precision]
+    model, tokenizer, recipe = load_model(args.ckpt, sam_config=args.sam_config, sam_image_size=args.sam_image_size,
+                                          clip_folder=args.clip_folder, dtype=dtype)
     return model.to(device, dtype), tokenizer, recipe
 
 

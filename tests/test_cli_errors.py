@@ -50,7 +50,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
-    from glus.train.export import export_untrained
+    from glus.model.export import export_untrained
 
     return export_untrained(tmp_path_factory.mktemp("export") / "export", {"seed": 0, "clip_image_size": 112,
                                                                            "sam_image_size": 128})

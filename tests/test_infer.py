@@ -18,7 +18,7 @@ from glus.infer.engine import FaithfulLoop, StreamingEngine, pass_frames
 from glus.infer.paths import PARTIAL
 from glus.infer.predict import assign_videos, predict_split
 from glus.model.load import load_export
-from glus.train.export import export_untrained
+from glus.model.export import export_untrained
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def test_inference_never_imports_the_training_code(setup):
 
 
 def collect(engine, video, texts, start=0, reverse=False):
-    out = torch.zeros(len(texts), len(video.frames), 128, 128)
+    out = torch.zeros(len(texts), len(video.frames), 32, 32)  # low-resolution logits of the 128-px tiny SAM-2
     seen = []
     for r in engine.propagate(engine.open(video, texts), start, reverse):
         out[r.expressions, r.frame] = r.logits
@@ -147,7 +147,9 @@ def test_shards_run_concurrently_and_merge_to_the_single_process_output(setup, r
     assert sorted(shards[0] + shards[1]) == sorted(index.videos) and not set(shards[0]) & set(shards[1])
     out = base / "sharded"
     procs = [subprocess.Popen(_predict_cmd(export, base / "data", out, "--batch-expressions", "1"), cwd=ROOT,
-                              env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"},
+                              # the reference's thread count: the masks are compared byte for byte, and a logit
+                              # at 0 may round either way with another reduction order
+                              env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2"},
                               stderr=subprocess.PIPE)
              for r in range(2)]
     for p in procs:

@@ -121,7 +121,7 @@ def test_state_stays_bounded_on_a_long_video(case):
         case.memory.read(state, t, feats[t], pos)
         case.memory.write(state, t, feats[t], masks[t])
         sizes.append(case.memory.size(state))
-    assert max(sizes) <= case.memory.num_memories + case.memory.stride_eval
+    assert max(sizes) <= case.memory.num_memories  # what a later frame can still read, and no more
     assert max(sizes[30:]) == max(sizes[:30])  # flat, not growing with the video
 
 
@@ -148,6 +148,7 @@ def test_the_bank_reads_the_published_seven_memory_positions(stride):
     state = case.memory.reset(False, 41)
     with torch.no_grad():
         for t in range(41):
+            assert set(published_positions(t, stride)) <= set(state.memories), t  # none pruned too early
             assert len(case.memory.selected(state, t)) == len(published_positions(t, stride)), t
             case.memory.read(state, t, feats[t], pos)
             case.memory.write(state, t, feats[t], masks[t])
@@ -188,3 +189,28 @@ def test_only_our_variant_reads_temporal_and_no_object_embeddings(name):
     variant = name != "sam2_published"
     assert (not torch.allclose(before, after_tpos)) == variant
     assert (not torch.allclose(after_tpos, after_no_obj)) == variant
+
+
+@pytest.mark.parametrize("name", sorted(MEMORIES))
+@torch.no_grad()
+def test_memories_encode_the_published_features(name):
+    """The published GLUS encodes a frame's memory from its memory-conditioned features (model/GLUS.py:
+    get_visual_embs overwrites the features it returns); SAM-2 (our variant) from the image features."""
+    case = Case(MEMORIES[name])
+    seg, sam = case.segmenter, case.segmenter.sam
+    images = torch.randn(3, 3, sam.image_size, sam.image_size, generator=torch.Generator().manual_seed(3))
+    prompt = torch.randn(1, 1, sam.sam_prompt_embed_dim)
+    state = seg.reset(num_frames=3)
+    for t in range(3):
+        feats = seg.encode_image(images[t:t + 1])
+        top, pos = feats.top(), feats.top_pos()
+        conditioned = seg.memory.read(state, t, top, pos)  # what step reads for frame t (read is pure)
+        out = seg.step(state, t, feats, sparse_BNC=prompt)
+        published = name == "sam2_published"
+        source = conditioned if published else top
+        scores = torch.ones(1, 1) if published else out.object_score_logits  # e2e: the no-object embedding
+        expected, _ = sam._encode_new_memory(
+            current_vision_feats=[source.flatten(2).permute(2, 0, 1)], feat_sizes=[tuple(top.shape[-2:])],
+            pred_masks_high_res=out.high_res_logits, object_score_logits=scores, is_mask_from_pts=False)
+        torch.testing.assert_close(state.memories[t][0], expected)
+    assert not torch.allclose(conditioned, top)  # the two sources differ: the test tells them apart

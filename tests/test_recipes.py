@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from glus.model.factory import LisaGLUSBuilder
+from glus.model.factory import E2E_MEMORY, LisaGLUSBuilder
 from glus.model.memory import SAM2MemoryBank
+from glus.model.segmenter import SAM2Segmenter
 from glus.train.batch import device_count, plan_batch
 from glus.errors import GlusError
 
@@ -22,7 +23,8 @@ B = "model.init_args.builder.init_args."
 M = "model.init_args."
 D = "data.init_args."
 PUBLISHED_MEMORY = {"num_memories": 7, "stride_train": 1, "stride_eval": 3, "temporal_encoding": False,
-                    "object_pointers": False, "no_object_embedding": False, "end_to_end": False, "trainable": False}
+                    "object_pointers": False, "no_object_embedding": False, "end_to_end": False, "trainable": False,
+                    "encode_conditioned": True}
 GLUS_S = {
     # model: LISA-7B-v1 + SAM-2.0 Hiera-L, LoRA r 8 / alpha 16 / dropout 0.05 on q, v; embeddings, lm_head trained
     B + "lisa_folder": "checkpoints/LISA-7B-v1", B + "sam_config": "sam2_hiera_l",
@@ -84,6 +86,10 @@ def test_builder_and_memory_defaults_are_the_published_ones():
             assert defaults[key[len(B):]] == value, key
     bank = SAM2MemoryBank()
     assert {k: getattr(bank, k) for k in PUBLISHED_MEMORY} == PUBLISHED_MEMORY
+    # the published segmenter: image encoder, prompt encoder and the decoder's conv_s0/s1 never updated
+    seg = {k: p.default for k, p in inspect.signature(SAM2Segmenter).parameters.items()}
+    assert (seg["train_image_encoder"], seg["train_mask_decoder"], seg["train_high_res_convs"],
+            seg["gate_by_object_score"], seg["memory"]) == (False, True, False, False, None)
 
 
 def test_our_variant_differs_only_in_the_memory_and_sam_version():
@@ -92,8 +98,7 @@ def test_our_variant_differs_only_in_the_memory_and_sam_version():
     changed = {k for k in standard.keys() | e2e.keys() if standard.get(k) != e2e.get(k)}
     assert changed == {B + "sam_config", B + "sam_checkpoint", B + "memory"}
     assert e2e[B + "sam_config"] == "sam2.1_hiera_l"
-    assert e2e[B + "memory"] == {**PUBLISHED_MEMORY, "temporal_encoding": True, "no_object_embedding": True,
-                                 "end_to_end": True, "trainable": True}
+    assert e2e[B + "memory"] == {**PUBLISHED_MEMORY, **E2E_MEMORY}  # the variant the tests run as E2E_MEMORY
 
 
 def test_accumulation_follows_from_the_global_batch_and_the_devices():

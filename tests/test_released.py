@@ -129,7 +129,7 @@ def test_every_tensor_loads_exactly(released, trained):
 @pytest.fixture(scope="module")
 def exported(base, trained):
     """The same weights through our own export: every parameter in heads.safetensors, the builder for the rest."""
-    from glus.train.export import export_model
+    from glus.model.export import export_model
 
     model, tokenizer = trained
     spec = {"class_path": f"{__name__}.TinyPublishedBuilder", "init_args": {"seed": SEED}}
@@ -137,7 +137,7 @@ def exported(base, trained):
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     model.requires_grad_(True)  # an export holds the trained parameters: here, all of them
     try:
-        folder = export_model(SimpleNamespace(model=model, tokenizer=tokenizer), base / "export", recipe)
+        folder = export_model(model, tokenizer, base / "export", recipe)
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(flags[n])
@@ -161,7 +161,7 @@ def engine_logits(model, tokenizer, split) -> torch.Tensor:
     out = []
     for vid, exps in split.by_video().items():
         video = split.videos[vid]
-        logits = torch.zeros(len(exps), len(video.frames), 128, 128)
+        logits = torch.zeros(len(exps), len(video.frames), 32, 32)  # low-resolution logits of the 128-px SAM-2
         for r in engine.run(video, [e.text for e in exps]):
             logits[r.expressions, r.frame] = r.logits
         out.append(logits)

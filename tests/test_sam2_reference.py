@@ -45,7 +45,7 @@ def test_streaming_bank_reproduces_sam2_track_step(stride):
     # SAM-2's own tracker: 6 past memories beside the conditioning frame, temporal encoding, object pointers,
     # the no-object embedding, masks gated by the object score
     memory = {"num_memories": 6, "stride_eval": stride, "temporal_encoding": True, "object_pointers": True,
-              "no_object_embedding": True}
+              "no_object_embedding": True, "encode_conditioned": False}
     seg = SAM2Segmenter("tiny", memory=memory, gate_by_object_score=True).eval()
     _randomise(seg.sam, seed=1)
     seg.sam.memory_temporal_stride_for_eval = stride

@@ -86,13 +86,16 @@ def test_missing_inputs_are_listed_together(tmp_path, monkeypatch):
     assert message.startswith("5 input(s)") and "data_prep/README.md" in message and "checkpoints/README.md" in message
 
 
-def test_tiny_fit_writes_metrics_overlays_and_an_export_that_reloads(tmp_path, synth_root):
+def test_tiny_fit_writes_metrics_overlays_and_an_export_that_reloads(tmp_path, synth_root, capsys):
     from glus.train.cli import fit
 
     evaluation = {"root": str(synth_root), "split": "mevis/valid_u", "val_videos": 1, "max_videos": 1,
                   "overlays": 1, "initial": True}
-    cli = fit(["--config", str(RECIPES / "synthetic.yaml"), "--config", str(tiny_config(tmp_path, synth_root, 4, evaluation))],
-              runs_root=str(tmp_path / "runs"), wandb="offline")
+    cli = fit(["--config", str(RECIPES / "synthetic.yaml"), "--config", str(tiny_config(tmp_path, synth_root, 4, evaluation)),
+               "--data.init_args.global_batch", "4"], runs_root=str(tmp_path / "runs"), wandb="offline")
+    # the global batch sets the accumulation: 4 videos per step = 1 device x micro-batch 2 x accumulation 2
+    assert cli.trainer.accumulate_grad_batches == 2
+    assert "batch: global 4 = 1 device(s) x micro-batch 2 x accumulation 2" in capsys.readouterr().out
     run = (tmp_path / "runs" / "synthetic" / "latest").resolve()
     metrics = json.loads((run / "metrics.json").read_text())
     assert all(0 <= metrics[k] <= 1 for k in ("j", "f", "jf")) and metrics["steps"] == 4 and "initial" in metrics

@@ -20,6 +20,8 @@ Two implementations of the same computation:
   tested against.
 What differs from the published loop: it generates one token after the answer prefix and writes an empty mask
 when that token is not [SEG]; here the [SEG] state is always read (the answer is forced).
+Masks are the decoder's low-resolution logits upsampled once to the frame size (the published
+`postprocess_masks`); the memory receives them at the SAM-2 input size, as published.
 """
 from __future__ import annotations
 
@@ -38,10 +40,10 @@ from glus.model.mllm.prompt import pad_right
 class FrameResult:
     expressions: list[int]   # indices into the texts given to `open`
     frame: int
-    logits: torch.Tensor     # (n, S, S) float32 mask logits at the SAM-2 input size
+    logits: torch.Tensor     # (n, h, w) float32 low-resolution mask logits (a quarter of the SAM-2 input size)
 
     def masks_at(self, model, height: int, width: int) -> torch.Tensor:
-        """bool (n, H, W) at the original frame size (threshold 0, as training's validation)."""
+        """bool (n, H, W) at the original frame size, upsampled once (threshold 0, as the published code)."""
         return model.logits_at_size(self.logits[:, None], height, width)[:, 0] > 0
 
 
@@ -52,7 +54,9 @@ class VideoState:
     video: object
     texts: list[str]
     context: list[int]                         # the context frames, fixed for the video
-    prefix_cache: object = None                # engine: KV cache of the shared prompt prefix, per expression
+    # engine: KV cache of the shared prompt prefix, one copy per expression; each window appends to it and is
+    # cropped off again, so the passes over one state run one after the other, never interleaved
+    prefix_cache: object = None
     prefix_len: int = 0
     suffixes: dict = field(default_factory=dict)  # engine: window length -> (ids, mask, index of the [SEG] row)
 
@@ -99,7 +103,7 @@ class _Base:
 
     def _decode(self, memory, t: int, feats, prompt_E1C: torch.Tensor) -> torch.Tensor:
         out = self.model.segmenter.step(memory, t, feats, sparse_BNC=prompt_E1C)
-        return out.high_res_logits[:, 0].float()
+        return out.low_res_logits[:, 0].float()
 
     def _reset_memory(self, state: VideoState, start: int, reverse: bool):
         return self.model.segmenter.reset(num_frames=state.num_frames, start=start, reverse=reverse)
@@ -143,8 +147,11 @@ class StreamingEngine(_Base):
             cache = state.prefix_cache
             attention = torch.cat([mask.new_ones(E, state.prefix_len), mask], 1)
             visual = torch.stack([recent[f] for f in frames])[None].expand(E, -1, -1, -1)
-            hidden, _ = mllm.hidden_states(mllm.embed(ids, visual), attention, past_key_values=cache, use_cache=True)
-            cache.crop(state.prefix_len - cache.get_seq_length())  # drop the window: the next reuses the prefix
+            try:
+                hidden, _ = mllm.hidden_states(mllm.embed(ids, visual), attention, past_key_values=cache,
+                                               use_cache=True)
+            finally:  # drop the window's keys, even on an error: the next window reuses the prefix alone
+                cache.crop(state.prefix_len - cache.get_seq_length())
             prompt = self._prompt(hidden[rows, last])
             feats = self._sam_features(frame).expand(E)
             yield FrameResult(list(range(E)), t, self._decode(memory, t, feats, prompt))

@@ -17,7 +17,8 @@ from glus.model.segmenter import SAM2Segmenter
 
 
 # Our variant of the memory (recipe glus_standard_e2e, the synthetic recipe): SAM2MemoryBank arguments.
-E2E_MEMORY = {"trainable": True, "end_to_end": True, "temporal_encoding": True, "no_object_embedding": True}
+E2E_MEMORY = {"trainable": True, "end_to_end": True, "temporal_encoding": True, "no_object_embedding": True,
+              "encode_conditioned": False}
 
 
 def tiny_clip_config(**kw) -> CLIPVisionConfig:

@@ -31,7 +31,9 @@ class ClipBatch:
 
 @dataclass
 class GLUSOutput:
-    mask_logits: torch.Tensor     # (E, Q, S, S) at the SAM-2 input size (upsample with `logits_at_size`)
+    # (E, Q, h, w) the decoder's low-resolution logits (a quarter of the SAM-2 input size): upsampled once, to the
+    # frame's size, by `logits_at_size` (as the published postprocess_masks); the memory gets them at S x S
+    mask_logits: torch.Tensor
     seg_embeddings: torch.Tensor  # (E, Q, prompt_dim) [SEG] after text_hidden_fcs: the sparse prompts
     seg_hidden: torch.Tensor      # (E, Q, D) last-layer hidden states that predict [SEG]
     lm_logits: torch.Tensor       # (N, vocab) at the supervised positions
@@ -96,7 +98,7 @@ class GLUS(nn.Module):
         for q in range(Q):
             frame_feats = select_batch(feats, batch.video_index * Q + q)
             out = self.segmenter.step(state, q, frame_feats, sparse_BNC=seg_embeddings[:, q:q + 1])
-            logits.append(out.high_res_logits[:, 0])
+            logits.append(out.low_res_logits[:, 0])
             scores.append(out.object_score_logits[:, 0])
         return torch.stack(logits, 1), torch.stack(scores, 1)
 
@@ -109,9 +111,9 @@ class GLUS(nn.Module):
     # ---- losses -----------------------------------------------------------------------------------------
 
     @staticmethod
-    def logits_at_size(mask_logits_EQSS: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        E, Q = mask_logits_EQSS.shape[:2]
-        up = F.interpolate(mask_logits_EQSS.flatten(0, 1)[:, None], size=(height, width), mode="bilinear",
+    def logits_at_size(mask_logits_EQhw: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        E, Q = mask_logits_EQhw.shape[:2]
+        up = F.interpolate(mask_logits_EQhw.flatten(0, 1)[:, None], size=(height, width), mode="bilinear",
                            align_corners=False)
         return up.view(E, Q, height, width)
 

@@ -1,7 +1,7 @@
 """Weights for inference: rebuild a GLUS from a folder (`load_model`), without importing the training code.
 
 Two kinds of folder:
-- an export (written by `glus fit`, see `glus.train.export`): the LoRA adapter in peft's format, every other
+- an export (written by `glus fit`, see `glus.model.export`): the LoRA adapter in peft's format, every other
   trained tensor in safetensors, the resolved recipe and the tokenizer;
 - a released GLUS checkpoint (GLUS-S, GLUS-S-partial, GLUS-A: `glus.model.released`), run as published.
 """
@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from glus.model.errors import CheckpointError
+from glus.model.errors import CheckpointError, format_key_mismatch
 
 ADAPTER, HEADS, RECIPE, TOKENIZER = "adapter", "heads.safetensors", "recipe.yaml", "tokenizer"
 EXPORT_LAYOUT = (f"an export folder holds {ADAPTER}/, {HEADS}, {RECIPE} and {TOKENIZER}/ "
@@ -22,7 +22,7 @@ EXPORT_LAYOUT = (f"an export folder holds {ADAPTER}/, {HEADS}, {RECIPE} and {TOK
 
 
 def load_model(path: str | Path, sam_config: str = "sam2_hiera_l", sam_image_size: int = 1024,
-               clip_folder: str | None = None):
+               clip_folder: str | None = None, dtype: torch.dtype = torch.float32):
     """(GLUS in eval mode, tokenizer, recipe) from a weights folder, whichever kind it is. For a released
     folder, the recipe is the published inference's (4 context frames) and `sam_config`/`clip_folder` say
     what the folder does not (the published scripts: sam2_hiera_l, openai/clip-vit-large-patch14)."""
@@ -33,7 +33,7 @@ def load_model(path: str | Path, sam_config: str = "sam2_hiera_l", sam_image_siz
         return load_export(folder)
     if is_released_folder(folder):
         model, tokenizer, info = load_released(folder, sam_config=sam_config, sam_image_size=sam_image_size,
-                                             clip_folder=clip_folder)
+                                             clip_folder=clip_folder, dtype=dtype)  # 7B: never in fp32 on the host
         return model, tokenizer, {"model": {"init_args": {"num_context": 4, "num_query": 4}}, "released": info}
     what = "not found" if not folder.exists() else f"is neither an export (no {RECIPE}) nor a released GLUS folder"
     raise CheckpointError(f"{folder} {what}: {EXPORT_LAYOUT}; a released GLUS folder holds config.json, the "
@@ -65,8 +65,10 @@ def load_export(folder: str | Path):
     heads = load_file(str(folder / HEADS))
     own = dict(model.named_parameters())
     unknown = sorted(set(heads) - set(own))
-    if unknown:
-        raise CheckpointError(f"{folder / HEADS}: tensors the recipe's model does not have: {unknown[:20]}")
+    missing = sorted(n for n, p in own.items() if p.requires_grad and "lora_" not in n and n not in heads)
+    if unknown or missing:  # a missing trained tensor would silently keep its random initial value
+        raise CheckpointError(format_key_mismatch(f"{folder / HEADS} against its recipe's model", missing, unknown)
+                              + f"\n{EXPORT_LAYOUT}")
     with torch.no_grad():
         for name, value in heads.items():
             own[name].copy_(value)

@@ -68,7 +68,7 @@ class TrainingBase(L.LightningModule):
                 obj.load_state_dict(checkpoint[name])
 
     def export(self, out: str | Path, recipe: dict) -> Path:
-        """What inference loads: adapter, trained tensors, recipe and tokenizer (glus.train.export)."""
-        from glus.train.export import export_model
+        """What inference loads: adapter, trained tensors, recipe and tokenizer (glus.model.export)."""
+        from glus.model.export import export_model
 
-        return export_model(self, out, recipe)
+        return export_model(self.model, self.tokenizer, out, recipe)

@@ -27,7 +27,7 @@ def device_count(accelerator, devices, num_nodes: int = 1) -> int:
     """Devices x nodes of a Trainer setting ("auto", an int, a list of ids, "0,1" ...)."""
     if isinstance(devices, (list, tuple)):
         n = len(devices)
-    elif isinstance(devices, int):
+    elif isinstance(devices, int) and devices >= 0:
         n = devices
     elif isinstance(devices, str) and devices not in ("auto", "-1"):
         n = len([d for d in devices.split(",") if d.strip()]) if "," in devices else int(devices)

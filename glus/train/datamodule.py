@@ -31,7 +31,8 @@ class GLUSDataModule(L.LightningDataModule):
                  clip: ClipSpec | None = None):
         """mix: {split name: weight}, e.g. {"mevis/train": 1, "refytvos/train": 1} (GLUS-S).
         batch_size: the micro-batch per device; global_batch: videos per optimiser step over all devices (None:
-        no accumulation). `glus fit` sets the Trainer's accumulate_grad_batches from the two (glus.train.batch)."""
+        no accumulation). `glus fit` sets the Trainer's accumulate_grad_batches from the two (glus.train.batch);
+        a Trainer built by hand must do the same (`plan_batch`), since a DataModule cannot change it."""
         super().__init__()
         self.root, self.mix, self.batch_size, self.global_batch = root, dict(mix), batch_size, global_batch
         self.steps_per_epoch = steps_per_epoch

@@ -124,6 +124,23 @@ class GLUSModule(TrainingBase):
                                       self.hparams.num_query, max_videos, lambda e: self.text(e.text), keep)
         return aggregate_mean(scores), scores, kept
 
+    def setup(self, stage: str) -> None:
+        """The data must prepare frames as the model reads them (a recipe links the sizes; this catches a
+        recipe or an override that unlinks them)."""
+        spec = getattr(getattr(self.trainer, "datamodule", None), "clip", None)
+        if spec is None:
+            return
+        hp, mllm, seg = self.hparams, self.model.mllm, self.model.segmenter
+        expected = {"clip_size": mllm.vision_tower.config.image_size, "clip_resize": mllm.config.clip_resize,
+                    "sam_size": seg.image_size, "num_context": hp.num_context, "num_query": hp.num_query}
+        wrong = {k: (getattr(spec, k), v) for k, v in expected.items() if getattr(spec, k) != v}
+        if wrong:
+            from glus.errors import GlusError
+
+            raise GlusError("data.init_args.clip disagrees with the model: " + ", ".join(
+                f"{k} {got} (the model: {want})" for k, (got, want) in wrong.items()) +
+                ". Fix: set the data's clip fields to the model's values (or link them with YAML anchors)")
+
     def on_fit_start(self):
         if self.evaluation and self.evaluation.initial and self.trainer.is_global_zero and self.global_step == 0:
             self.results["initial"], _, _ = self.score(self.evaluation.max_videos)

@@ -34,6 +34,10 @@ class MemoryState:
 
 
 class Memory(nn.Module):
+    # True: `write` receives the features `read` returned for the frame (the published GLUS); False: the
+    # frame's own image features (SAM-2).
+    encode_conditioned: bool = False
+
     def reset(self, training: bool, num_frames: int | None = None, start: int = 0,
               reverse: bool = False) -> MemoryState:
         """A fresh, empty state for one clip or one pass over a video."""

@@ -10,7 +10,10 @@ steps < 0 are skipped. SAM-2's own tracker reads one fewer (6: slot 0 belongs to
 `num_memories=6` with conditioning frames reproduces `SAM2Base.track_step` (tests/test_sam2_reference.py).
 
 The published GLUS (the defaults): no temporal position encoding, no object pointers, no no-object embedding,
-memories detached and the memory modules frozen. Our variant (`glus_standard_e2e`) switches these on:
+memories detached and the memory modules frozen, and a frame's memory encoded from its memory-conditioned
+features (`get_visual_embs` overwrites the features it returns with the memory attention's output). Our
+variant (`glus_standard_e2e`) is SAM-2's own memory, trained:
+- `encode_conditioned=False`: memories encoded from the frame's image features, as SAM-2's `track_step`;
 - `temporal_encoding`: SAM-2's `maskmem_tpos_enc` by distance; SAM-2 has num_maskmem (7) encodings and gives
   the last to conditioning frames, so with 7 memories the oldest shares it;
 - `no_object_embedding`: SAM-2.1's `no_obj_embed_spatial`, added to memories whose object score says absent;
@@ -64,6 +67,7 @@ class SAM2MemoryBank(Memory):
                  no_object_embedding: bool = False,   # SAM-2.1's embedding for absent objects (published: off)
                  end_to_end: bool = False,            # gradients through earlier memories (published: detached)
                  trainable: bool = False,             # memory attention + encoder train (published: frozen)
+                 encode_conditioned: bool = True,     # memory from the read's output (published) or the image
                  prune: bool = True):
         super().__init__()
         if num_memories < 1 or stride_train < 1 or stride_eval < 1:
@@ -71,7 +75,7 @@ class SAM2MemoryBank(Memory):
         self.num_memories, self.stride_train, self.stride_eval = num_memories, stride_train, stride_eval
         self.temporal_encoding, self.object_pointers = temporal_encoding, object_pointers
         self.no_object_embedding, self.end_to_end = no_object_embedding, end_to_end
-        self.trainable, self.prune = trainable, prune
+        self.trainable, self.encode_conditioned, self.prune = trainable, encode_conditioned, prune
         self._sam = None
 
     @property
@@ -98,7 +102,9 @@ class SAM2MemoryBank(Memory):
             return
         used = list(MEMORY_PARTS) + (list(POINTER_PARTS) if self.object_pointers else [])
         used += ["maskmem_tpos_enc"] if self.temporal_encoding else []
-        used += ["no_obj_embed_spatial"] if self.no_object_embedding else []
+        used += ["no_obj_embed_spatial"] if self.no_object_embedding and self.end_to_end else []
+        if not self.end_to_end:  # memories are written without gradient: the encoder cannot learn
+            used.remove("memory_encoder")
         if sam.directly_add_no_mem_embed:  # the no-memory position encoding is never read then
             used.remove("no_mem_pos_enc")
         for name in used:

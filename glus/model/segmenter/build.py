@@ -83,7 +83,7 @@ def build_sam2_model(name: str = "tiny", image_size: int | None = None, checkpoi
 def load_sam2_checkpoint(model, path: str) -> None:
     if not Path(path).is_file():
         raise CheckpointError(f"SAM-2 checkpoint not found: {path}. Expected an official file such as "
-                              "checkpoints/sam2/sam2.1_hiera_large.pt (see checkpoints/README.md)")
+                              "checkpoints/sam2/sam2_hiera_large.pt (see checkpoints/README.md)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("model", state)
     load_strict(model, state, f"SAM-2 checkpoint {path}")

@@ -61,6 +61,7 @@ class SAM2Segmenter(nn.Module):
                  memory: Memory | dict | None = None,  # None: the published GLUS bank (see SAM2MemoryBank)
                  train_image_encoder: bool = False,   # GLUS: frozen; features computed once per frame
                  train_mask_decoder: bool = True,
+                 train_high_res_convs: bool = False,  # the decoder's conv_s0/s1 (published: never updated)
                  gate_by_object_score: bool = False):  # SAM-2 tracking gates masks by its object score
         super().__init__()
         self.sam = build_sam2_model(config, image_size, checkpoint, overrides)
@@ -72,6 +73,7 @@ class SAM2Segmenter(nn.Module):
         self.memory = build_memory(memory)
         if hasattr(self.memory, "bind"):  # memories over SAM-2's own modules (the bank) use its weights
             self.memory.bind(self.sam)
+        self._train_convs = train_high_res_convs and train_mask_decoder
         self._set_trainable(train_image_encoder, train_mask_decoder)
 
     @property
@@ -90,6 +92,8 @@ class SAM2Segmenter(nn.Module):
             unused.append(decoder.pred_obj_score_head)
         if not self.multimask:  # hypernetworks of the 3 extra masks and their tokens
             unused += list(decoder.output_hypernetworks_mlps)[1:]
+        if not self._train_convs:
+            unused += [decoder.conv_s0, decoder.conv_s1]
         for module in unused:
             module.requires_grad_(False)
 
@@ -100,15 +104,17 @@ class SAM2Segmenter(nn.Module):
         return sam_input(frames_BHWC_uint8, self.image_size)
 
     def encode_image(self, images_B3SS: torch.Tensor) -> FrameFeatures:
-        """As `SAM2Base.forward_image`, but the decoder's high-resolution projections (conv_s0, conv_s1) run
-        outside the frozen encoder's no_grad, so that they train with the mask decoder."""
+        """As `SAM2Base.forward_image`. The decoder's high-resolution projections (conv_s0, conv_s1) run with the
+        frozen encoder, without gradient, as in the published GLUS (its `forward_image` under no_grad), unless
+        `train_high_res_convs` lets them train with the mask decoder."""
         sam = self.sam
         with torch.set_grad_enabled(self.train_image_encoder and torch.is_grad_enabled()):
             backbone_out = sam.image_encoder(images_B3SS)
         if sam.use_high_res_features_in_sam:
             fpn = backbone_out["backbone_fpn"]
-            fpn[0] = sam.sam_mask_decoder.conv_s0(fpn[0])
-            fpn[1] = sam.sam_mask_decoder.conv_s1(fpn[1])
+            with torch.set_grad_enabled(self._train_convs and torch.is_grad_enabled()):
+                fpn[0] = sam.sam_mask_decoder.conv_s0(fpn[0])
+                fpn[1] = sam.sam_mask_decoder.conv_s1(fpn[1])
         _, feats, pos, sizes = sam._prepare_backbone_features(backbone_out)
         return FrameFeatures(feats, pos, sizes)
 
@@ -164,10 +170,13 @@ class SAM2Segmenter(nn.Module):
         """Segment one frame with memory, then write it to memory. Exactly one of sparse prompt / mask."""
         top, pos = feats.top(), feats.top_pos()
         if mask_input is not None:
-            out = self.mask_as_output(feats, mask_input)
+            out, written = self.mask_as_output(feats, mask_input), top
         else:
-            out = self.decode(self.memory.read(state, frame_idx, top, pos), feats, sparse_BNC, multimask)
-        self.memory.write(state, frame_idx, top, out.high_res_logits, out.object_score_logits, out.obj_ptr,
+            conditioned = self.memory.read(state, frame_idx, top, pos)
+            out = self.decode(conditioned, feats, sparse_BNC, multimask)
+            # the published GLUS encodes the memory from the memory-conditioned features; SAM-2 from the image's
+            written = conditioned if self.memory.encode_conditioned else top
+        self.memory.write(state, frame_idx, written, out.high_res_logits, out.object_score_logits, out.obj_ptr,
                           is_cond=mask_input is not None)
         return out
 
@@ -175,7 +184,4 @@ class SAM2Segmenter(nn.Module):
         """A fresh memory state for one clip, or one pass over a video from `start` (backwards if `reverse`)."""
         return self.memory.reset(self.training, num_frames, start, reverse)
 
-    @staticmethod
-    def to_frame_size(logits_B1hw: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """Mask logits upsampled to the original frame size (B, H, W)."""
-        return F.interpolate(logits_B1hw, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+

@@ -1,6 +1,7 @@
-"""Export what inference needs, from any strategy: the LoRA adapter in peft's format, every other trained
-tensor in safetensors, the resolved recipe and the tokenizer. `glus.model.load` rebuilds the model from them
-(it lives outside `glus.train`, so that inference never imports the training code)."""
+"""Write an export, the weights folder inference loads (`glus.model.load`): the LoRA adapter in peft's format,
+every other trained tensor in safetensors, the resolved recipe and the tokenizer. Written atomically, from any
+strategy. It sits beside the loader, below training, so that benchmarks and tests make exports without
+importing the training code."""
 from __future__ import annotations
 
 import os
@@ -13,13 +14,12 @@ from safetensors.torch import save_file
 from glus.model.load import ADAPTER, HEADS, RECIPE, TOKENIZER, instantiate
 
 
-def export_model(module, out: str | Path, recipe: dict) -> Path:
+def export_model(model, tokenizer, out: str | Path, recipe: dict) -> Path:
     """Write OUT/{adapter/, heads.safetensors, recipe.yaml, tokenizer/} atomically (a temporary folder renamed)."""
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model = module.model
     lm = model.mllm.language_model
     if hasattr(lm, "save_pretrained") and hasattr(lm, "peft_config"):
         lm.save_pretrained(str(tmp / ADAPTER))
@@ -27,7 +27,7 @@ def export_model(module, out: str | Path, recipe: dict) -> Path:
                if p.requires_grad and "lora_" not in name}
     save_file(trained, str(tmp / HEADS))
     (tmp / RECIPE).write_text(yaml.safe_dump(recipe, sort_keys=False))
-    module.tokenizer.save_pretrained(str(tmp / TOKENIZER))
+    tokenizer.save_pretrained(str(tmp / TOKENIZER))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
@@ -38,9 +38,7 @@ def export_untrained(out: str | Path, builder_args: dict | None = None,
                      builder: str = "glus.model.factory.TinyGLUSBuilder") -> Path:
     """An export of a freshly initialised model (benchmarks, tests): the same files a trained run writes, so
     everything downstream (predict, evaluate, bench) runs the path a user's export takes."""
-    from glus.train.module import GLUSModule
-
     spec = {"class_path": builder, "init_args": dict(builder_args or {})}
-    module = GLUSModule(builder=instantiate(spec))
+    model, tokenizer = instantiate(spec).build()
     recipe = {"model": {"class_path": "glus.train.module.GLUSModule", "init_args": {"builder": spec}}}
-    return export_model(module, out, recipe)
+    return export_model(model, tokenizer, out, recipe)
