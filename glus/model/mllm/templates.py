@@ -62,11 +62,3 @@ def get_templates(name: str | PromptTemplates) -> PromptTemplates:
     if name not in TEMPLATES:
         raise ValueError(f"unknown prompt template set {name!r}: one of {sorted(TEMPLATES)}")
     return TEMPLATES[name]
-
-
-def all_template_text() -> list[str]:
-    """Every line of every template set (the tiny tokenizer's corpus)."""
-    lines = []
-    for t in TEMPLATES.values():
-        lines += [t.system, t.context_line, *t.questions, *t.answers, t.inference_question, t.inference_answer]
-    return lines

@@ -30,11 +30,14 @@ def add_glus_tokens(tokenizer) -> list[int]:
 
 
 def _corpus() -> list[str]:
-    from glus.model.mllm.templates import all_template_text
+    from glus.model.mllm.templates import TEMPLATES
     from glus.vocabulary import COLOURS, MOTION_PHRASES, PLURAL_MOTION, SHAPES
 
     words = list(COLOURS) + list(SHAPES) + ["grey", "bar", "object", "objects", "two", "three", "the", "that", "is"]
-    lines = [*all_template_text(), "USER: ASSISTANT:"]
+    # The readable templates (the tiny models' own): the published ones encode too (byte-level BPE), in more
+    # tokens; adding them would reshuffle the token ids and with them the from-scratch model's initialisation.
+    t = TEMPLATES["readable"]
+    lines = [t.system, t.context_line, "USER: ASSISTANT:", *t.questions, *t.answers]
     lines += [p for ps in MOTION_PHRASES.values() for p in ps] + list(PLURAL_MOTION.values())
     # The synthetic vocabulary is frequent, so each of its words becomes one token, as "red" or "circle" are in
     # LLaMA's vocabulary: a from-scratch LM then links a word to its meaning without first composing fragments.
