@@ -25,6 +25,7 @@ Masks are the decoder's low-resolution logits upsampled once to the frame size (
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -72,7 +73,7 @@ def pass_frames(num_frames: int, start: int, reverse: bool) -> list[int]:
     return list(range(start, -1, -1)) if reverse else list(range(start, num_frames))
 
 
-class _Base:
+class _Base(ABC):
     def __init__(self, model, tokenizer, num_context: int = 4, window: int = 4):
         self.model, self.num_context, self.window = model.eval(), num_context, window
         self.prompts = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(),
@@ -87,8 +88,9 @@ class _Base:
         """Every frame, in order, for all `texts` (expressions of `video`): the forward pass from frame 0."""
         return self.propagate(self.open(video, texts), start=0)
 
+    @abstractmethod
     def propagate(self, state: VideoState, start: int = 0, reverse: bool = False) -> Iterator[FrameResult]:
-        raise NotImplementedError
+        """One pass from `start`, forward to the last frame or backward to the first: a FrameResult per frame."""
 
     def _clip_tokens(self, frames_THWC) -> torch.Tensor:
         mllm = self.model.mllm
@@ -144,14 +146,13 @@ class StreamingEngine(_Base):
             frames = query_window(order, i, self.window)
             recent = {f: v for f, v in recent.items() if f in frames}
             ids, mask, last = self._suffixes(state, len(frames))
-            cache = state.prefix_cache
             attention = torch.cat([mask.new_ones(E, state.prefix_len), mask], 1)
             visual = torch.stack([recent[f] for f in frames])[None].expand(E, -1, -1, -1)
             try:
-                hidden, _ = mllm.hidden_states(mllm.embed(ids, visual), attention, past_key_values=cache,
+                hidden, _ = mllm.hidden_states(mllm.embed(ids, visual), attention, past_key_values=state.prefix_cache,
                                                use_cache=True)
             finally:  # drop the window's keys, even on an error: the next window reuses the prefix alone
-                cache.crop(state.prefix_len - cache.get_seq_length())
+                state.prefix_cache.crop(state.prefix_len - state.prefix_cache.get_seq_length())
             prompt = self._prompt(hidden[rows, last])
             feats = self._sam_features(frame).expand(E)
             yield FrameResult(list(range(E)), t, self._decode(memory, t, feats, prompt))

@@ -9,6 +9,7 @@ exactly as a forward pass over the reversed video.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -33,30 +34,30 @@ class MemoryState:
         return s
 
 
-class Memory(nn.Module):
+class Memory(nn.Module, ABC):
     # True: `write` receives the features `read` returned for the frame (the published GLUS); False: the
     # frame's own image features (SAM-2).
     encode_conditioned: bool = False
 
+    @abstractmethod
     def reset(self, training: bool, num_frames: int | None = None, start: int = 0,
               reverse: bool = False) -> MemoryState:
         """A fresh, empty state for one clip or one pass over a video."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read(self, state: MemoryState, frame_idx: int, feat_BCHW: torch.Tensor, pos_BCHW: torch.Tensor) -> torch.Tensor:
         """The current frame's top-level features (B, C, H, W), conditioned on what the state remembers."""
-        raise NotImplementedError
 
+    @abstractmethod
     def write(self, state: MemoryState, frame_idx: int, feat_BCHW: torch.Tensor, mask_logits_B1SS: torch.Tensor,
               object_score_logits_B1: torch.Tensor | None = None, obj_ptr_BC: torch.Tensor | None = None,
               is_cond: bool = False) -> None:
         """Remember frame `frame_idx` with its predicted (or given, `is_cond`) mask logits; the state drops
         what no later frame of the pass can read, so a long video holds a bounded state."""
-        raise NotImplementedError
 
+    @abstractmethod
     def size(self, state: MemoryState) -> int:
         """How many frames the state holds now (the contract tests check it stays bounded)."""
-        raise NotImplementedError
 
     def set_trainable(self, trainable: bool) -> None:
         """Freeze by rule: mark the parameters this memory uses as trainable or not."""
