@@ -74,18 +74,64 @@ def _load_for_inference(args):
 
 def _predict(args) -> int:
     from glus.data.cache import load_split
-    from glus.infer.predict import predict_split, shard_of_env, write_summary
+    from glus.infer.jobs import parse_shard
+    from glus.infer.keyframes import read_keyframes
+    from glus.infer.predict import predict_split, write_summary
 
     index = load_split(args.root, args.data)
+    shard = parse_shard(args.shard)
+    keyframes = read_keyframes(args.keyframes, index) if args.keyframes else None
+    if keyframes:
+        print(keyframes.describe())
     model, tokenizer, recipe = _load_for_inference(args)
-    shard = tuple(int(x) for x in args.shard.split("/")) if args.shard else shard_of_env()
-    num_context = recipe.get("model", {}).get("init_args", {}).get("num_context", 4)
     summary = predict_split(model, tokenizer, index, args.out, mode=args.mode, shard=shard,
-                            batch_expressions=args.batch_expressions, num_context=num_context, window=args.window,
-                            progress=not args.quiet)
+                            batch_expressions=args.batch_expressions, num_context=_num_context(recipe),
+                            window=args.window, progress=not args.quiet, keyframes=keyframes)
     path = write_summary(args.out, summary)
     print(f"{summary.expressions_written} expression(s) written, {summary.expressions_skipped} already complete "
           f"(shard {shard[0]}/{shard[1]}): {args.out}  [{path.name}]")
+    return 0
+
+
+def _num_context(recipe: dict) -> int:
+    return recipe.get("model", {}).get("init_args", {}).get("num_context", 4)
+
+
+def _pseudolabel(args) -> int:
+    from glus.eval.pseudolabel import run
+
+    return run(args)
+
+
+def _keyframes(args) -> int:
+    from glus.data.cache import load_split
+    from glus.infer.jobs import parse_shard
+    from glus.infer.keyframe_job import score_split, write_summary
+
+    index = load_split(args.root, args.data)
+    shard = parse_shard(args.shard)
+    model, tokenizer, _ = _load_for_inference(args)
+    summary = score_split(model, tokenizer, index, args.out, ckpt=args.ckpt, shard=shard,
+                          batch_frames=args.batch_frames, progress=not args.quiet)
+    write_summary(args.out, summary)
+    done = (f"key frames of every expression: {summary.keyframes_file}" if summary.keyframes_file else
+            "other shards still running: the last one to finish writes the key-frame file")
+    print(f"{summary.videos_written} video(s) scored, {summary.videos_skipped} already scored "
+          f"(shard {shard[0]}/{shard[1]}); {done}")
+    return 0
+
+
+def _keyframes_report(args) -> int:
+    from glus.data.cache import load_split
+    from glus.eval.keyframe_report import keyframe_report, format_table
+
+    index = load_split(args.root, args.data)
+    model, tokenizer, recipe = _load_for_inference(args)
+    report = keyframe_report(model, tokenizer, index, glus_ckpt=args.ckpt, selector_file=args.keyframes,
+                             out=args.out, num_context=_num_context(recipe), mode=args.mode,
+                             progress=not args.quiet)
+    print(format_table(report))
+    print(f"wrote {args.out}/keyframes_table.md and .json")
     return 0
 
 
@@ -127,6 +173,26 @@ def _bench(args) -> int:
 
     run_bench(args.out, long_frames=args.long_frames)
     return 0
+
+
+def _model_args(p: argparse.ArgumentParser, what: str = "an export folder (written by glus fit: "
+                "runs/<recipe>/latest/export) or a released GLUS folder (GLUS-S, GLUS-S-partial, GLUS-A: see "
+                "checkpoints/README.md)") -> None:
+    p.add_argument("--ckpt", required=True, help=what)
+    p.add_argument("--sam-config", default="sam2_hiera_l",
+                   help="released folders only: the SAM-2 config they were trained with (published: sam2_hiera_l)")
+    p.add_argument("--sam-image-size", type=int, default=1024, help="released folders only: SAM-2 input size")
+    p.add_argument("--clip-folder", default=None,
+                   help="released folders only: the CLIP tower folder (default: checkpoints/<mm_vision_tower name>)")
+    p.add_argument("--device", default="auto", help="auto: cuda:LOCAL_RANK if available, else cpu")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 on GPU")
+
+
+def _split_args(p: argparse.ArgumentParser, data_help: str) -> None:
+    from glus.data.formats import SPLIT_NAMES
+
+    p.add_argument("--data", required=True, help=f"{data_help} ({', '.join(SPLIT_NAMES)})")
+    p.add_argument("--root", required=True, help="data root holding one folder per dataset")
 
 
 def _prediction_args(p: argparse.ArgumentParser, data_help: str = "the split the predictions are for") -> None:
@@ -178,25 +244,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_runs_compare)
 
     p = sub.add_parser("predict", help="masks of every expression of a split: OUT/<video>/<exp_id>/<frame>.png")
-    p.add_argument("--ckpt", required=True, help="an export folder (written by glus fit: runs/<recipe>/latest/export) "
-                   "or a released GLUS folder (GLUS-S, GLUS-S-partial, GLUS-A: see checkpoints/README.md)")
-    p.add_argument("--sam-config", default="sam2_hiera_l",
-                   help="released folders only: the SAM-2 config they were trained with (published: sam2_hiera_l)")
-    p.add_argument("--sam-image-size", type=int, default=1024, help="released folders only: SAM-2 input size")
-    p.add_argument("--clip-folder", default=None,
-                   help="released folders only: the CLIP tower folder (default: checkpoints/<mm_vision_tower name>)")
-    p.add_argument("--data", required=True, help=f"split: {', '.join(SPLIT_NAMES)}")
-    p.add_argument("--root", required=True, help="data root holding one folder per dataset")
+    _model_args(p)
+    _split_args(p, "split")
     p.add_argument("--out", required=True, help="prediction folder (a rerun resumes: finished expressions are kept)")
     p.add_argument("--mode", choices=("engine", "faithful"), default="engine",
                    help="engine: streaming with shared features and KV reuse; faithful: the published loop")
+    p.add_argument("--keyframes", default=None, help="FILE or 'first': start each expression at its key frame "
+                   "(FILE: glus keyframes' output or the published --score_json format) and propagate forward and "
+                   "backward from it; expressions missing from FILE start at their first frame")
     p.add_argument("--shard", default=None, help="RANK/WORLD, e.g. 0/4 (default: torchrun's RANK and WORLD_SIZE)")
     p.add_argument("--batch-expressions", type=int, default=16, help="expressions of a video decoded together")
     p.add_argument("--window", type=int, default=4, help="query frames per window (stride 1)")
-    p.add_argument("--device", default="auto", help="auto: cuda:LOCAL_RANK if available, else cpu")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 on GPU")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("pseudolabel", help="per-frame IoU, J and F of a GLUS export's masks on (part of) a training "
+                       "split: the key-frame selector's labels (parquet under OUT/rows)")
+    _model_args(p)
+    _split_args(p, "a split with ground truth, e.g. mevis/train")
+    p.add_argument("--out", required=True, help="output folder (a rerun resumes: finished videos are kept)")
+    p.add_argument("--fraction", type=float, default=0.5, help="fraction of the split's videos (published: half)")
+    p.add_argument("--seed", type=int, default=0, help="picks the videos of --fraction")
+    p.add_argument("--mode", choices=("engine", "faithful"), default="engine")
+    p.add_argument("--shard", default=None, help="RANK/WORLD (default: torchrun's RANK and WORLD_SIZE)")
+    p.add_argument("--batch-expressions", type=int, default=16)
+    p.add_argument("--window", type=int, default=4)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_pseudolabel)
+
+    p = sub.add_parser("keyframes", help="score every frame of every expression with a key-frame selector export "
+                       "and write each expression's key frame (published JSON format)")
+    _model_args(p, "a key-frame selector export (glus fit --config recipes/selector*.yaml)")
+    _split_args(p, "split")
+    p.add_argument("--out", required=True, help="the key-frame JSON file; per-frame scores go to OUT.scores/ "
+                   "(a rerun resumes)")
+    p.add_argument("--shard", default=None, help="RANK/WORLD (default: torchrun's RANK and WORLD_SIZE)")
+    p.add_argument("--batch-frames", type=int, default=16, help="target frames scored together")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_keyframes)
+
+    p = sub.add_parser("keyframes-report", help="J&F from the first frame, the selector's and the oracle's key "
+                       "frames, and the selector's Spearman and hit rate, on a split with ground truth")
+    _model_args(p, "the GLUS export")
+    _split_args(p, "a split with ground truth, e.g. mevis/valid_u")
+    p.add_argument("--keyframes", required=True, help="the selector's key-frame file (glus keyframes --out)")
+    p.add_argument("--out", required=True, help="report folder (labels, predictions, keyframes_table.md/.json)")
+    p.add_argument("--mode", choices=("engine", "faithful"), default="engine")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_keyframes_report)
 
     p = sub.add_parser("evaluate", help="J, F, J&F (A, R for ReVOS) of a prediction folder with official aggregation")
     _prediction_args(p, data_help="a split with ground truth, e.g. mevis/valid_u, revos/valid")

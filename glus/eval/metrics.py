@@ -144,3 +144,12 @@ def aggregate_revos(scores: list[ExpressionScore]) -> dict:
     overall = {k: (groups["referring"][k] + groups["reasoning"][k]) / 2 for k in ("j", "f", "a", "r", "jf")}
     overall["count"] = groups["referring"]["count"] + groups["reasoning"]["count"]
     return {**overall, "referring": groups["referring"], "reasoning": groups["reasoning"]}
+
+
+def by_kind(scores: list[ExpressionScore], kinds: dict[tuple[str, str], str]) -> dict:
+    """J&F per kind of expression (the synthetic data's "kind": what tells the object apart)."""
+    groups: dict[str, list] = {}
+    for s in scores:
+        if (s.video, s.exp_id) in kinds:
+            groups.setdefault(kinds[(s.video, s.exp_id)], []).append(s)
+    return {kind: aggregate_mean(group) for kind, group in sorted(groups.items())}

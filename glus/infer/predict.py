@@ -7,7 +7,6 @@ so ranks never write the same folder and the union of the shards equals a single
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +22,8 @@ from rich.progress import (
 
 from glus.data.index import SplitIndex
 from glus.infer.engine import ENGINES
+from glus.infer.keyframes import KeyFrames
+from glus.infer.jobs import assign_videos, shard_of_env  # noqa: F401 (shard_of_env: re-exported)
 from glus.infer.paths import commit_partial, safe_join, start_partial
 from glus.io import atomic_write_json
 
@@ -36,25 +37,9 @@ class PredictSummary:
     expressions_written: int = 0
     expressions_skipped: int = 0     # complete from an earlier run
     frames: int = 0
-
-
-def shard_of_env() -> tuple[int, int]:
-    """(rank, world) from torchrun / Lightning environment variables; (0, 1) when launched alone."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def assign_videos(index: SplitIndex, world: int) -> list[list[str]]:
-    """Whole videos per rank: longest-first onto the least-loaded rank (cost = frames x expressions).
-    A pure function of the index, so every rank computes the same assignment without communicating."""
-    groups = index.by_video()
-    cost = {v: len(index.videos[v].frames) * len(groups.get(v, [])) for v in index.videos}
-    shards: list[list[str]] = [[] for _ in range(world)]
-    load = [0] * world
-    for vid in sorted(index.videos, key=lambda v: (-cost[v], v)):
-        r = min(range(world), key=lambda i: (load[i], i))
-        shards[r].append(vid)
-        load[r] += cost[vid]
-    return shards
+    keyframes: str | None = None     # the key-frame file, "first", or None (every expression from frame 0)
+    keyframes_missing: int = 0       # expressions of the split not in the key-frame file (started at frame 0)
+    started_mid_video: int = 0       # expressions of this run whose key frame is not the first frame
 
 
 def write_mask(folder: Path, frame: str, mask_HW: np.ndarray) -> None:
@@ -63,7 +48,10 @@ def write_mask(folder: Path, frame: str, mask_HW: np.ndarray) -> None:
 
 def predict_split(model, tokenizer, index: SplitIndex, out: str | Path, mode: str = "engine",
                   shard: tuple[int, int] = (0, 1), batch_expressions: int = 16, num_context: int = 4,
-                  window: int = 4, progress: bool = True) -> PredictSummary:
+                  window: int = 4, progress: bool = True, keyframes: KeyFrames | None = None) -> PredictSummary:
+    """keyframes: where each expression starts (`glus.infer.keyframes`); None: at its first frame. From a key
+    frame k > 0, one pass runs forward to the last frame and a second, with a fresh memory, backward to the
+    first frame; both start with k as their first query frame, and k's mask is the forward pass'."""
     rank, world = shard
     if not 0 <= rank < world:
         raise ValueError(f"shard {rank}/{world}: the rank must be in [0, {world})")
@@ -71,48 +59,68 @@ def predict_split(model, tokenizer, index: SplitIndex, out: str | Path, mode: st
     engine = ENGINES[mode](model, tokenizer, num_context=num_context, window=window)
     groups = index.by_video()
     videos = assign_videos(index, world)[rank]
-    summary = PredictSummary(index.name, mode, shard)
+    summary = PredictSummary(index.name, mode, shard, keyframes=keyframes.source if keyframes else None,
+                             keyframes_missing=len(keyframes.missing) if keyframes else 0)
     todo = []
     for vid in videos:
         finals = [(e, safe_join(out, e.pred_dir, "prediction folder")) for e in groups.get(vid, [])]
         pending = [(e, f) for e, f in finals if not f.is_dir()]
         summary.expressions_skipped += len(finals) - len(pending)
         if pending:
-            todo.append((vid, pending))
-    total = sum(len(index.videos[v].frames) * _runs(len(p), batch_expressions, mode) for v, p in todo)
+            todo.append((vid, _chunks(pending, keyframes, batch_expressions, mode)))
+    total = sum(_results(len(index.videos[v].frames), start, len(chunk), mode)
+                for v, chunks in todo for start, chunk in chunks)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("predict", total=total)
-        for vid, pending in todo:
+        for vid, chunks in todo:
             bar.update(task, description=vid[:40])
-            for start in range(0, len(pending), batch_expressions):
-                chunk = pending[start:start + batch_expressions]
+            for start, chunk in chunks:
                 try:
-                    _predict_chunk(engine, index.videos[vid], chunk, lambda: bar.advance(task))
+                    _predict_chunk(engine, index.videos[vid], chunk, start, lambda: bar.advance(task))
                 except Exception as err:
                     raise RuntimeError(f"prediction failed on video {vid!r} (expressions "
-                                       f"{[e.exp_id for e, _ in chunk]}): {err}. Finished expressions are kept; "
-                                       "run the same command again to resume.") from err
+                                       f"{[e.exp_id for e, _ in chunk]}, start frame {start}): {err}. Finished "
+                                       "expressions are kept; run the same command again to resume.") from err
                 summary.expressions_written += len(chunk)
+                summary.started_mid_video += len(chunk) if start > 0 else 0
             summary.videos += 1
             summary.frames += len(index.videos[vid].frames)
     return summary
 
 
-def _runs(n: int, batch: int, mode: str) -> int:
-    """Passes over a video for n expressions: the engine batches them, the faithful loop runs one at a time
-    (the bar counts one step per frame result)."""
-    return n if mode == "faithful" else -(-n // batch)
+def _chunks(pending, keyframes: KeyFrames | None, batch: int, mode: str) -> list[tuple[int, list]]:
+    """(start frame, expressions) runs of one video: expressions that start at the same frame share the passes
+    (the engine batches up to `batch` of them; the faithful loop runs them one by one anyway)."""
+    by_start: dict[int, list] = {}
+    for e, folder in pending:
+        by_start.setdefault(keyframes.start(e) if keyframes else 0, []).append((e, folder))
+    return [(start, group[i:i + batch]) for start, group in sorted(by_start.items())
+            for i in range(0, len(group), batch)]
 
 
-def _predict_chunk(engine, video, pending, advance) -> None:
+def _results(num_frames: int, start: int, n: int, mode: str) -> int:
+    """Frame results of one chunk (the bar counts them): the engine yields one per frame for all its
+    expressions, the faithful loop one per frame and expression; a start after frame 0 adds the backward pass."""
+    per_pass = num_frames - start + (start + 1 if start > 0 else 0)
+    return per_pass * (n if mode == "faithful" else 1)
+
+
+def _predict_chunk(engine, video, pending, start: int, advance) -> None:
     folders = [start_partial(f) for _, f in pending]
-    for result in engine.run(video, [e.text for e, _ in pending]):
-        masks = result.masks_at(engine.model, video.height, video.width).cpu().numpy()
-        for i, mask in zip(result.expressions, masks):
-            write_mask(folders[i], video.frames[result.frame], mask)
-        advance()
-    for _, final in pending:
+    state = engine.open(video, [e.text for e, _ in pending])
+    for reverse in ((False, True) if start > 0 else (False,)):
+        for result in engine.propagate(state, start, reverse):
+            advance()
+            if reverse and result.frame == start:  # the key frame's mask is the forward pass'
+                continue
+            masks = result.masks_at(engine.model, video.height, video.width).cpu().numpy()
+            for i, mask in zip(result.expressions, masks):
+                write_mask(folders[i], video.frames[result.frame], mask)
+    for (_, final), folder in zip(pending, folders):
+        written = len(list(folder.glob("*.png")))
+        if written != len(video.frames):  # every frame once, under its own name: never commit less
+            raise RuntimeError(f"{written} masks written for {len(video.frames)} frames in {folder}")
         commit_partial(final)
 
 

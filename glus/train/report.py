@@ -4,18 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from glus.eval.metrics import aggregate_mean
+from glus.eval.metrics import aggregate_mean, by_kind  # noqa: F401 (by_kind: re-exported)
 from glus.io import atomic_write_json
 from glus.train.preflight import MissingInputs
-
-
-def by_kind(scores, kinds: dict[tuple[str, str], str]) -> dict:
-    """J&F per kind of expression (the synthetic data's "kind": what tells the object apart)."""
-    groups: dict[str, list] = {}
-    for s in scores:
-        if (s.video, s.exp_id) in kinds:
-            groups.setdefault(kinds[(s.video, s.exp_id)], []).append(s)
-    return {kind: aggregate_mean(group) for kind, group in sorted(groups.items())}
 
 
 def read_metrics(run_dir: Path) -> dict:

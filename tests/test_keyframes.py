@@ -1,0 +1,127 @@
+"""Key frames: the published key-frame file read as published, prediction from a mid-video key frame (every frame
+once, under its own name, forward then a fresh backward pass), and `glus keyframes` written from the scores."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from glus.data.cache import load_split
+from glus.data.index import Video
+from glus.data.synth import write_synthetic
+from glus.infer.engine import FaithfulLoop, StreamingEngine
+from glus.infer.keyframe_job import key_frames
+from glus.infer.keyframes import KeyFrameFileError, frame_position, keyframe_key, read_keyframes, write_keyframes
+from glus.infer.predict import predict_split
+from glus.model.export import export_untrained
+from glus.model.load import load_export
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("keyframes")
+    write_synthetic(base / "data", seed=2, videos=4)
+    export = export_untrained(base / "export", {"seed": 0, "clip_image_size": 112, "sam_image_size": 128})
+    model, tokenizer, _ = load_export(export)
+    return base, load_split(base / "data", "mevis/valid_u"), export, model, tokenizer
+
+
+def test_a_key_frame_is_a_frame_number_looked_up_among_the_frame_names_as_published():
+    video = Video("v", ["00003", "00007", "00045", "00046"], "d", 4, 4)
+    assert frame_position(video, 45, "f") == 2       # the number of frame "00045", not position 45
+    assert frame_position(video, "00007", "f") == 1  # a frame name is accepted too
+    with pytest.raises(KeyFrameFileError, match="not a frame of video 'v'"):
+        frame_position(video, 4, "f")
+    with pytest.raises(KeyFrameFileError, match="not a frame number"):
+        frame_position(video, 4.5, "f")
+
+
+def test_the_published_file_is_read_with_missing_expressions_starting_at_frame_0(setup, tmp_path):
+    _, index, _, _, _ = setup
+    first, second, third = index.expressions[:3]
+    n = len(index.videos[second.video].frames)
+    table = {keyframe_key(first): 0, keyframe_key(second): int(index.videos[second.video].frames[n - 1]),
+             "no_such_video_0": 3}
+    (tmp_path / "kf.json").write_text(json.dumps(table))
+    kf = read_keyframes(tmp_path / "kf.json", index)
+    assert kf.start(first) == 0 and kf.start(second) == n - 1 and kf.start(third) == 0
+    assert len(kf.missing) == len(index.expressions) - 2 and third.uid in kf.missing
+    assert kf.unused == ["no_such_video_0"]
+    assert f"{len(kf.missing)} not in the file start at their first frame" in kf.describe()
+    # written back in the same format, it reads the same
+    write_keyframes(tmp_path / "again.json", index, kf.starts)
+    again = read_keyframes(tmp_path / "again.json", index)
+    assert again.starts == kf.starts and not again.missing
+    assert json.loads((tmp_path / "again.json").read_text())[keyframe_key(second)] == int(
+        index.videos[second.video].frames[n - 1])
+    (tmp_path / "bad.json").write_text(json.dumps([1, 2]))
+    with pytest.raises(KeyFrameFileError, match="expected a JSON object"):
+        read_keyframes(tmp_path / "bad.json", index)
+
+
+def test_ties_go_to_the_earliest_frame():
+    scores = pa.table({"video": ["a"] * 4 + ["b"] * 2, "exp_id": ["0"] * 4 + ["1"] * 2,
+                       "frame_index": [0, 1, 2, 3, 0, 1], "score": [0.1, 0.9, 0.9, 0.2, 0.5, 0.5]})
+    assert key_frames(scores) == {"a/0": 1, "b/1": 0}
+
+
+def _masks(folder: Path, frames: list[str]) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(folder / f"{f}.png")) > 0 for f in frames])
+
+
+def _pass(engine, video, texts, start, reverse) -> dict[int, np.ndarray]:
+    state = engine.open(video, texts)
+    return {r.frame: r.masks_at(engine.model, video.height, video.width).numpy()
+            for r in engine.propagate(state, start, reverse)}
+
+
+@pytest.mark.parametrize("mode", ["engine", "faithful"])
+def test_a_mid_video_key_frame_gives_every_frame_once_under_its_own_name(setup, tmp_path, mode):
+    _, index, _, model, tokenizer = setup
+    vid = max(index.videos, key=lambda v: len(index.videos[v].frames))
+    video = index.videos[vid]
+    exprs = [e for e in index.expressions if e.video == vid][:2]
+    sub = type(index)(index.name, index.root, {vid: video}, exprs)
+    key = len(video.frames) // 2 + 1
+    starts = {exprs[0].uid: key, exprs[1].uid: 0}
+    write_keyframes(tmp_path / "kf.json", sub, starts)
+    summary = predict_split(model, tokenizer, sub, tmp_path / "pred", mode=mode, progress=False,
+                            keyframes=read_keyframes(tmp_path / "kf.json", sub))
+    assert summary.started_mid_video == 1 and summary.expressions_written == 2
+    engine = (StreamingEngine if mode == "engine" else FaithfulLoop)(model, tokenizer)
+    forward = _pass(engine, video, [exprs[0].text], key, False)
+    backward = _pass(engine, video, [exprs[0].text], key, True)  # a fresh memory: its own state
+    files = sorted(p.stem for p in (tmp_path / "pred" / exprs[0].pred_dir).iterdir())
+    assert files == video.frames  # every frame exactly once, under its own name
+    got = _masks(tmp_path / "pred" / exprs[0].pred_dir, video.frames)
+    for t in range(len(video.frames)):
+        want = forward[t] if t >= key else backward[t]  # the key frame's mask: the forward pass'
+        assert np.array_equal(got[t], want[0]), t
+    # the masks differ from frame to frame, so a mask under another frame's name would be caught above
+    assert len({got[t].tobytes() for t in range(len(video.frames))}) > len(video.frames) // 2
+    # the expression starting at frame 0 is the plain forward pass
+    plain = _pass(engine, video, [exprs[1].text], 0, False)
+    got0 = _masks(tmp_path / "pred" / exprs[1].pred_dir, video.frames)
+    assert all(np.array_equal(got0[t], plain[t][0]) for t in range(len(video.frames)))
+
+
+def test_predict_cli_reads_a_key_frame_file_and_reports_the_missing(setup, tmp_path):
+    base, index, export, _, _ = setup
+    e = index.expressions[0]
+    (tmp_path / "kf.json").write_text(json.dumps({keyframe_key(e): 2}))
+    cmd = [sys.executable, "-m", "glus.cli", "predict", "--ckpt", str(export), "--data", "mevis/valid_u", "--root",
+           str(base / "data"), "--out", str(tmp_path / "pred"), "--quiet", "--keyframes", str(tmp_path / "kf.json")]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"{len(index.expressions) - 1} not in the file start at their first frame" in out.stdout
+    summary = json.loads((tmp_path / "pred" / "_predict.rank0of1.json").read_text())
+    assert summary["keyframes_missing"] == len(index.expressions) - 1 and summary["started_mid_video"] == 1
+    (tmp_path / "bad.json").write_text(json.dumps({keyframe_key(e): 999}))
+    out = subprocess.run(cmd[:-1] + [str(tmp_path / "bad.json")], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 2 and "frame 999 is not a frame of video" in out.stderr
