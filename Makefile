@@ -11,14 +11,20 @@ CKPT ?= runs/synthetic/latest/export
 BENCH ?= mevis/valid_u
 ROOT ?= $(DATA)
 PRED ?= runs/predictions/$(subst /,_,$(BENCH))
+SPLIT ?= mevis/train
+FRACTION ?= 0.5
+LABELS ?= runs/pseudolabels/$(subst /,_,$(SPLIT))
+GLUS_EXPORT := runs/synthetic/latest/export
+KF := runs/keyframes/synthetic_valid_u
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test synth check train eval bench clean-venv help
+.PHONY: install test synth check train eval bench pseudolabel clean-venv help
 
 help:
 	@echo "make install | test | synth | check | train [RECIPE=$(RECIPE)] [CONTROL=0] | eval [CKPT= BENCH= ROOT=] | bench"
+	@echo "     pseudolabel [CKPT= SPLIT=$(SPLIT) ROOT= FRACTION=$(FRACTION) LABELS=]"
 
 install: $(STAMP)
 
@@ -62,9 +68,24 @@ ifneq ($(CONTROL),0)
 		--model.evaluation.initial false --model.evaluation.overlays 0
 	$(BIN)/glus runs compare runs/synthetic/latest runs/synthetic-control/latest
 endif
+else ifeq ($(RECIPE),selector_synthetic)
+	@test -f $(DATA)/mevis/train/meta_expressions.json || $(BIN)/glus data synth --out $(DATA) --seed 0
+	@test -f $(GLUS_EXPORT)/recipe.yaml || $(MAKE) train RECIPE=synthetic CONTROL=0
+	$(BIN)/glus pseudolabel --ckpt $(GLUS_EXPORT) --data mevis/train --root $(DATA) --fraction 0.5 --seed 0 \
+		--out runs/pseudolabels/synthetic_train
+	$(BIN)/glus fit --config recipes/selector_synthetic.yaml
+	$(BIN)/glus keyframes --ckpt runs/selector_synthetic/latest/export --data mevis/valid_u --root $(DATA) \
+		--out $(KF).json
+	$(BIN)/glus keyframes-report --ckpt $(GLUS_EXPORT) --keyframes $(KF).json --data mevis/valid_u --root $(DATA) \
+		--out $(KF)_report
 else
 	$(BIN)/glus fit --config recipes/$(RECIPE).yaml
 endif
+
+# Per-frame IoU of a GLUS export's masks on part of a training split: the key-frame selector's labels.
+# Sharded with torchrun (each process takes whole videos) and resumable: rerun the same command after a kill.
+pseudolabel: install
+	$(BIN)/glus pseudolabel --ckpt $(CKPT) --data $(SPLIT) --root $(ROOT) --fraction $(FRACTION) --seed 0 --out $(LABELS)
 
 # Predict a split, then score it (splits with ground truth) or zip it for the benchmark's server.
 eval: install

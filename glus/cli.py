@@ -98,9 +98,22 @@ def _num_context(recipe: dict) -> int:
 
 
 def _pseudolabel(args) -> int:
-    from glus.eval.pseudolabel import run
+    from glus.data.cache import load_split
+    from glus.eval.pseudolabel import check_fraction, pseudolabel_split, write_summary
+    from glus.infer.jobs import parse_shard
 
-    return run(args)
+    shard = parse_shard(args.shard)  # the cheap checks first: a typo should not cost a model load
+    check_fraction(args.fraction)
+    index = load_split(args.root, args.data)
+    model, tokenizer, recipe = _load_for_inference(args)
+    summary = pseudolabel_split(model, tokenizer, index, args.out, ckpt=args.ckpt, fraction=args.fraction,
+                                seed=args.seed, mode=args.mode, shard=shard,
+                                batch_expressions=args.batch_expressions, num_context=_num_context(recipe),
+                                window=args.window, progress=not args.quiet)
+    path = write_summary(args.out, summary)
+    print(f"{summary.rows} row(s) from {summary.videos_written} video(s) written, {summary.videos_skipped} "
+          f"already complete (shard {shard[0]}/{shard[1]}): {args.out}  [{path.name}]")
+    return 0
 
 
 def _keyframes(args) -> int:
