@@ -31,7 +31,14 @@ def required_inputs(config: dict) -> list[tuple[str, str]]:
     for key in ("lisa_folder", "sam_checkpoint", "clip_folder"):
         if paths.get(key):
             out.append((paths[key], how_w))
+    if paths.get("init_from"):  # the key-frame selector starts from a GLUS export
+        out.append((paths["init_from"], "make train (the synthetic GLUS export)"))
     data = config.get("data", {}).get("init_args", {})
+    if data.get("labels"):  # the key-frame selector's pseudo-labels
+        out.append((data["labels"], "run `glus pseudolabel ...` first (make pseudolabel)"))
+        if data.get("root"):
+            out.append((data["root"], "the data root the pseudo-labels were made from (data_prep/README.md, or "
+                                      "`glus data synth --out ROOT` for synthetic data)"))
     for split in (data.get("mix") or {}):
         fmt, _ = parse_split(split)
         out.append((str(Path(data["root"]) / fmt), DATA_HOW[fmt]))

@@ -1,0 +1,111 @@
+"""`glus keyframes-report`: what key frames buy, on a split with ground truth.
+
+For one GLUS export and one selector's key-frame file (`glus keyframes`), on the same split:
+1. true per-frame IoU: the pseudo-label job over the whole split (GLUS from the first frame, the published pass);
+2. four key frames per expression: the first frame (the published default), the selector's, the oracle's (the
+   frame with the best true IoU, the earliest on a tie), and the oracle's among the frames where the target is
+   present. The published label scores a frame where the target is absent and the prediction empty as IoU 1,
+   so the plain oracle (and a selector trained on that label) may start from a frame without the target;
+   the fourth row shows what that costs;
+3. GLUS predictions from each (forward and backward from the key frame), scored with `glus evaluate`'s code:
+   J&F overall and per kind of expression (synthetic data);
+4. the selector against the truth: Spearman correlation of its scores with the true per-frame IoU (per
+   expression, then averaged; expressions whose IoU is the same on every frame have no ranking and are left
+   out, and counted), and its hit rate: the chosen frame's true IoU within 0.05 of the best frame's.
+Every step writes into OUT and is resumable (the jobs skip what is done), so a rerun only finishes what is missing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from glus.data.index import SplitIndex
+from glus.data.synth.language import expression_kinds
+from glus.eval.evaluate import evaluate
+from glus.eval.metrics import by_kind
+from glus.eval.pseudolabel import pseudolabel_split, read_pseudolabels
+from glus.infer.jobs import read_job
+from glus.infer.keyframe_job import key_frames, scores_dir
+from glus.infer.keyframes import read_keyframes, write_keyframes
+from glus.infer.predict import predict_split
+from glus.io import atomic_write_json, atomic_write_text
+
+HIT_TOLERANCE = 0.05
+STARTS = ("first", "selector", "oracle", "oracle_present")
+
+
+def selector_quality(scores: pd.DataFrame, truth: pd.DataFrame, chosen: dict[str, int]) -> dict:
+    """Spearman of scores with true IoU (mean over expressions with a ranking), and the hit rate."""
+    both = truth.merge(scores, on=["video", "exp_id", "frame_index"], how="inner")
+    if len(both) != len(truth):
+        raise ValueError(f"the selector scored {len(both)} of the {len(truth)} labelled frames: the key-frame file "
+                         "and the labels must be for the same split")
+    rhos, hits = [], []
+    for (video, exp_id), group in both.groupby(["video", "exp_id"], sort=True):
+        iou = group.set_index("frame_index")["iou"]
+        if iou.nunique() > 1 and group["score"].nunique() > 1:
+            rhos.append(float(group["iou"].corr(group["score"], method="spearman")))
+        hits.append(bool(iou[chosen[f"{video}/{exp_id}"]] >= iou.max() - HIT_TOLERANCE))
+    pooled = float(both["iou"].corr(both["score"], method="spearman"))
+    return {"spearman": float(np.mean(rhos)) if rhos else float("nan"), "spearman_expressions": len(rhos),
+            "spearman_pooled": pooled, "hit_rate": float(np.mean(hits)), "expressions": len(hits),
+            "hit_tolerance": HIT_TOLERANCE}
+
+
+def keyframe_report(glus_model, tokenizer, index: SplitIndex, *, glus_ckpt: str, selector_file: str | Path,
+                    out: str | Path, num_context: int = 4, mode: str = "engine", progress: bool = True) -> dict:
+    out = Path(out)
+    labels_dir = out / "labels"
+    pseudolabel_split(glus_model, tokenizer, index, labels_dir, ckpt=glus_ckpt, fraction=1.0, seed=0, mode=mode,
+                      num_context=num_context, progress=progress)
+    truth = read_pseudolabels(labels_dir).to_pandas()
+    scored = SplitIndex(index.name, index.root, index.videos, [e for e in index.expressions if e.mask.kind != "none"],
+                        index.extras)
+    oracle = write_keyframes(out / "oracle_keyframes.json", scored, key_frames_from(truth, "iou"))
+    present = write_keyframes(out / "oracle_present_keyframes.json", scored, key_frames_from(
+        truth.assign(iou=truth["iou"].where(truth["present"], -1.0)), "iou"))  # absent frames rank last
+    starts = {"first": read_keyframes("first", scored), "selector": read_keyframes(selector_file, scored),
+              "oracle": read_keyframes(oracle, scored), "oracle_present": read_keyframes(present, scored)}
+    kinds = expression_kinds(Path(index.root) / index.name.split("/", 1)[1] / "meta_expressions.json")
+    rows = {}
+    for name in STARTS:
+        pred = out / f"pred_{name}"
+        predict_split(glus_model, tokenizer, scored, pred, mode=mode, num_context=num_context,
+                      keyframes=starts[name], progress=progress)
+        results, split_scores = evaluate(pred, scored, progress=False)
+        rows[name] = {"j": results["j"], "f": results["f"], "jf": results["jf"], "count": results["count"],
+                      "started_mid_video": sum(1 for s in starts[name].starts.values() if s > 0),
+                      "by_kind": {k: v["jf"] for k, v in by_kind(split_scores.scores, kinds).items()}}
+    selector_scores = read_job(scores_dir(selector_file)).to_pandas()
+    chosen = starts["selector"].starts
+    report = {"split": index.name, "glus": str(glus_ckpt), "selector_keyframes": str(selector_file),
+              "rows": rows, "selector": selector_quality(selector_scores, truth, chosen)}
+    atomic_write_json(out / "keyframes_table.json", report)
+    atomic_write_text(out / "keyframes_table.md", format_table(report))
+    return report
+
+
+def key_frames_from(truth: pd.DataFrame, column: str) -> dict[str, int]:
+    import pyarrow as pa
+
+    return key_frames(pa.Table.from_pandas(truth, preserve_index=False), column)
+
+
+def format_table(report: dict) -> str:
+    rows = report["rows"]
+    kinds = sorted({k for r in rows.values() for k in r["by_kind"]})
+    head = "| key frame | J&F | J | F | " + " | ".join(kinds) + " | started after frame 0 |"
+    lines = [f"Key frames on {report['split']} (GLUS {report['glus']})", "", head,
+             "|" + "---|" * (5 + len(kinds))]
+    for name, r in rows.items():
+        per_kind = " | ".join(f"{r['by_kind'].get(k, float('nan')):.3f}" for k in kinds)
+        lines.append(f"| {name} | {r['jf']:.3f} | {r['j']:.3f} | {r['f']:.3f} | {per_kind} | "
+                     f"{r['started_mid_video']} of {r['count']} |")
+    s = report["selector"]
+    lines += ["", f"Selector: Spearman with true per-frame IoU {s['spearman']:.3f} (mean over "
+              f"{s['spearman_expressions']} expressions whose IoU varies; pooled over all frames "
+              f"{s['spearman_pooled']:.3f}); hit rate {s['hit_rate']:.3f} (chosen frame's IoU within "
+              f"{s['hit_tolerance']} of the best, {s['expressions']} expressions)."]
+    return "\n".join(lines) + "\n"
