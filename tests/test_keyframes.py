@@ -125,3 +125,32 @@ def test_predict_cli_reads_a_key_frame_file_and_reports_the_missing(setup, tmp_p
     (tmp_path / "bad.json").write_text(json.dumps({keyframe_key(e): 999}))
     out = subprocess.run(cmd[:-1] + [str(tmp_path / "bad.json")], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 2 and "frame 999 is not a frame of video" in out.stderr
+
+
+def test_glus_keyframes_writes_each_expressions_best_scored_frame_and_resumes(setup, tmp_path):
+    base, index, _, _, _ = setup
+    from glus.infer.jobs import read_job
+    from glus.infer.keyframe_job import scores_dir
+    from glus.model.export import export_model
+    from glus.model.load import instantiate
+
+    spec = {"class_path": "glus.model.selector.TinySelectorBuilder", "init_args": {"seed": 0}}
+    selector, tokenizer = instantiate(spec).build()
+    export = export_model(selector, tokenizer, tmp_path / "selector",
+                          {"model": {"class_path": "glus.train.selector.SelectorModule", "init_args": {"builder": spec}}})
+    out = tmp_path / "kf.json"
+    cmd = [sys.executable, "-m", "glus.cli", "keyframes", "--ckpt", str(export), "--data", "mevis/valid_u",
+           "--root", str(base / "data"), "--out", str(out), "--quiet", "--batch-frames", "7"]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    scores = read_job(scores_dir(out)).to_pandas()
+    assert len(scores) == sum(len(index.videos[e.video].frames) for e in index.expressions)
+    assert scores["score"].nunique() > len(index.expressions)  # real, varying scores
+    table = json.loads(out.read_text())
+    assert set(table) == {keyframe_key(e) for e in index.expressions}
+    kf = read_keyframes(out, index)
+    for e in index.expressions:
+        rows = scores[(scores.video == e.video) & (scores.exp_id == e.exp_id)].sort_values("frame_index")
+        assert kf.start(e) == int(np.argmax(rows["score"].to_numpy()))  # argmax: the first best frame
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0 and f"0 video(s) scored, {len(index.videos)} already scored" in again.stdout
