@@ -154,3 +154,21 @@ def test_glus_keyframes_writes_each_expressions_best_scored_frame_and_resumes(se
         assert kf.start(e) == int(np.argmax(rows["score"].to_numpy()))  # argmax: the first best frame
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0 and f"0 video(s) scored, {len(index.videos)} already scored" in again.stdout
+
+
+def test_selector_quality_spearman_and_hit_rate_by_hand():
+    import pandas as pd
+
+    from glus.eval.keyframe_report import selector_quality
+
+    truth = pd.DataFrame({"video": ["a"] * 4 + ["b"] * 3, "exp_id": ["0"] * 7, "frame_index": [0, 1, 2, 3, 0, 1, 2],
+                          "iou": [0.1, 0.5, 0.9, 0.88, 0.3, 0.3, 0.3]})
+    scores = truth[["video", "exp_id", "frame_index"]].assign(score=[0.0, 1.0, 2.0, 3.0, 5.0, 1.0, 2.0])
+    q = selector_quality(scores, truth, {"a/0": 3, "b/0": 0})
+    # a: ranks of iou (1, 2, 4, 3) against (1, 2, 3, 4): rho = 1 - 6 * 2 / (4 * 15) = 0.8; b has no ranking
+    assert q["spearman"] == pytest.approx(0.8) and q["spearman_expressions"] == 1
+    assert q["hit_rate"] == 1.0  # a: 0.88 is within 0.05 of 0.9; b: every frame is the best
+    assert q["hit_rate_first_frame"] == 0.5 and q["hit_rate_random_frame"] == pytest.approx((2 / 4 + 1) / 2)
+    assert selector_quality(scores, truth, {"a/0": 1, "b/0": 0})["hit_rate"] == 0.5
+    with pytest.raises(ValueError, match="same split"):
+        selector_quality(scores.iloc[:3], truth, {"a/0": 1, "b/0": 0})
