@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from glus.data.index import NONE, Expression, SplitIndex
 from glus.errors import GlusError
-from glus.infer.jobs import VideoJob, assign_videos, parse_shard, read_job_settings
+from glus.infer.jobs import VideoJob, assign_videos, read_job
 from glus.io import atomic_write_json, tree_hash
 
 SCHEMA = pa.schema([
@@ -173,8 +173,7 @@ def score_frame(reader, index: SplitIndex, e: Expression, frame: int, mask_HW: n
 def read_pseudolabels(out: str | Path) -> pa.Table:
     """Every row of a finished job (all shards), videos in job order; an unfinished job is an error naming
     the missing videos."""
-    settings = read_job_settings(out)
-    return VideoJob(out, settings, settings["videos"]).read()
+    return read_job(out)
 
 
 def write_summary(out: str | Path, summary: PseudoLabelSummary) -> Path:
