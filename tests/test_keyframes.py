@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 from PIL import Image
 
 from glus.data.cache import load_split
@@ -172,3 +173,24 @@ def test_selector_quality_spearman_and_hit_rate_by_hand():
     assert selector_quality(scores, truth, {"a/0": 1, "b/0": 0})["hit_rate"] == 0.5
     with pytest.raises(ValueError, match="same split"):
         selector_quality(scores.iloc[:3], truth, {"a/0": 1, "b/0": 0})
+
+
+def test_without_memory_a_frames_mask_does_not_depend_on_where_the_pass_starts(setup):
+    _, index, _, model, tokenizer = setup
+    from glus.eval.keyframe_report import memory_off
+
+    vid = max(index.videos, key=lambda v: len(index.videos[v].frames))
+    video, text = index.videos[vid], [e.text for e in index.expressions if e.video == vid][:1]
+    engine = StreamingEngine(model, tokenizer)
+
+    def logits(start):
+        return {r.frame: r.logits for r in engine.propagate(engine.open(video, text), start)}
+
+    late = range(6, len(video.frames))  # from frame 6 the query windows of the two passes are the same
+    before = (logits(0), logits(3))
+    with memory_off(model):
+        blind = (logits(0), logits(3))
+    # with the memory, the start frame changes later frames; without it, nothing can
+    assert max(float((before[0][t] - before[1][t]).abs().max()) for t in late) > 1e-3
+    assert all(torch.equal(blind[0][t], blind[1][t]) for t in late)
+    assert all(torch.equal(logits(0)[t], before[0][t]) for t in late)  # the memory is back

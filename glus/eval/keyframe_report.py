@@ -6,7 +6,9 @@ For one GLUS export and one selector's key-frame file (`glus keyframes`), on the
    frame with the best true IoU, the earliest on a tie), and the oracle's among the frames where the target is
    present. The published label scores a frame where the target is absent and the prediction empty as IoU 1,
    so the plain oracle (and a selector trained on that label) may start from a frame without the target;
-   the fourth row shows what that costs;
+   the fourth row shows what that costs; and a control: the first frame with the model's memory switched off
+   (`NoMemory`): where it scores like the first-frame row, the memory carries nothing from frame to frame,
+   and no choice of start frame can matter;
 3. GLUS predictions from each (forward and backward from the key frame), scored with `glus evaluate`'s code:
    J&F overall and per kind of expression (synthetic data);
 4. the selector against the truth: Spearman correlation of its scores with the true per-frame IoU (per
@@ -16,6 +18,7 @@ Every step writes into OUT and is resumable (the jobs skip what is done), so a r
 """
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,23 @@ from glus.io import atomic_write_json, atomic_write_text
 
 HIT_TOLERANCE = 0.05
 STARTS = ("first", "selector", "oracle", "oracle_present")
+NO_MEMORY = "first_no_memory"  # the control: if it scores like "first", the memory carries nothing between frames
+
+
+@contextmanager
+def memory_off(model):
+    """The model with `NoMemory` in place of its memory, for the control row; the memory is put back after."""
+    from glus.model.memory import NoMemory
+
+    seg = model.segmenter
+    original, control = seg.memory, NoMemory()
+    control.bind(seg.sam)
+    seg.memory = control
+    try:
+        yield model
+    finally:
+        seg.memory = original
+        original.bind(seg.sam)
 
 
 def spearman(a: pd.Series, b: pd.Series) -> float:
@@ -80,13 +100,14 @@ def keyframe_report(glus_model, tokenizer, index: SplitIndex, *, glus_ckpt: str,
               "oracle": read_keyframes(oracle, scored), "oracle_present": read_keyframes(present, scored)}
     kinds = expression_kinds(Path(index.root) / index.name.split("/", 1)[1] / "meta_expressions.json")
     rows = {}
-    for name in STARTS:
-        pred = out / f"pred_{name}"
-        predict_split(glus_model, tokenizer, scored, pred, mode=mode, num_context=num_context,
-                      keyframes=starts[name], progress=progress)
+    for name in (*STARTS, NO_MEMORY):
+        pred, kf = out / f"pred_{name}", starts.get(name, starts["first"])
+        with memory_off(glus_model) if name == NO_MEMORY else nullcontext():
+            predict_split(glus_model, tokenizer, scored, pred, mode=mode, num_context=num_context, keyframes=kf,
+                          progress=progress)
         results, split_scores = evaluate(pred, scored, progress=False)
         rows[name] = {"j": results["j"], "f": results["f"], "jf": results["jf"], "count": results["count"],
-                      "started_mid_video": sum(1 for s in starts[name].starts.values() if s > 0),
+                      "started_mid_video": sum(1 for s in kf.starts.values() if s > 0),
                       "by_kind": {k: v["jf"] for k, v in by_kind(split_scores.scores, kinds).items()}}
     selector_scores = read_job(scores_dir(selector_file)).to_pandas()
     chosen = starts["selector"].starts

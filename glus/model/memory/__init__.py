@@ -1,5 +1,6 @@
 from glus.model.memory.base import Memory, MemoryState
 from glus.model.memory.sam2_bank import SAM2BankState, SAM2MemoryBank, memory_steps
+from glus.model.memory.none import NoMemory
 
 
 def build_memory(spec=None) -> Memory:
@@ -22,4 +23,4 @@ def build_memory(spec=None) -> Memory:
     raise ValueError(f"memory: expected None, a dict or a Memory, got {type(spec).__name__}")
 
 
-__all__ = ["Memory", "MemoryState", "SAM2BankState", "SAM2MemoryBank", "build_memory", "memory_steps"]
+__all__ = ["Memory", "MemoryState", "NoMemory", "SAM2BankState", "SAM2MemoryBank", "build_memory", "memory_steps"]
