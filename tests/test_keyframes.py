@@ -194,3 +194,36 @@ def test_without_memory_a_frames_mask_does_not_depend_on_where_the_pass_starts(s
     assert max(float((before[0][t] - before[1][t]).abs().max()) for t in late) > 1e-3
     assert all(torch.equal(blind[0][t], blind[1][t]) for t in late)
     assert all(torch.equal(logits(0)[t], before[0][t]) for t in late)  # the memory is back
+
+
+def test_the_report_scores_every_start_and_redoes_predictions_when_the_key_frames_change(setup, tmp_path):
+    _, index, export, model, tokenizer = setup
+    from glus.eval.keyframe_report import NO_MEMORY, STARTS, keyframe_report
+    from glus.infer.jobs import VideoJob
+    from glus.infer.keyframe_job import SCORES_SCHEMA, scores_dir
+
+    vid = min(index.videos, key=lambda v: len(index.videos[v].frames))
+    sub = type(index)(index.name, index.root, {vid: index.videos[vid]},
+                      [e for e in index.expressions if e.video == vid][:3])
+    kf = tmp_path / "kf.json"  # a selector's output: scores per frame, and the key-frame file
+    job = VideoJob(scores_dir(kf), {"videos": [vid]}, [vid])
+    job.start()
+    T = len(sub.videos[vid].frames)
+    rows = [{"split": sub.name, "video": vid, "exp_id": e.exp_id, "frame_index": t,
+             "frame_name": sub.videos[vid].frames[t], "score": float(t == T - 1)} for e in sub.expressions
+            for t in range(T)]
+    job.write(vid, rows, SCORES_SCHEMA)
+    write_keyframes(kf, sub, key_frames(job.read()))
+    report = keyframe_report(model, tokenizer, sub, glus_ckpt=str(export), selector_file=kf, out=tmp_path / "r",
+                             progress=False)
+    assert list(report["rows"]) == [*STARTS, NO_MEMORY]
+    assert report["rows"]["selector"]["started_mid_video"] == len(sub.expressions)  # all start at the last frame
+    assert report["rows"]["first"]["count"] == len(sub.expressions)
+    assert (tmp_path / "r" / "keyframes_table.md").read_text().count("\n| ") == 1 + len(STARTS) + 1
+    first_pred = {p: p.stat().st_mtime_ns for p in (tmp_path / "r" / "pred_first").rglob("*.png")}
+    write_keyframes(kf, sub, {e.uid: 0 for e in sub.expressions})  # a retrained selector: other key frames
+    again = keyframe_report(model, tokenizer, sub, glus_ckpt=str(export), selector_file=kf, out=tmp_path / "r",
+                            progress=False)
+    assert again["rows"]["selector"]["started_mid_video"] == 0
+    assert again["rows"]["selector"]["jf"] == pytest.approx(again["rows"]["first"]["jf"])  # redone, not kept
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "r" / "pred_first").rglob("*.png")} == first_pred

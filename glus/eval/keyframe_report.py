@@ -18,6 +18,8 @@ Every step writes into OUT and is resumable (the jobs skip what is done), so a r
 """
 from __future__ import annotations
 
+import json
+import shutil
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -102,6 +104,7 @@ def keyframe_report(glus_model, tokenizer, index: SplitIndex, *, glus_ckpt: str,
     rows = {}
     for name in (*STARTS, NO_MEMORY):
         pred, kf = out / f"pred_{name}", starts.get(name, starts["first"])
+        fresh_predictions(pred, kf.starts)
         with memory_off(glus_model) if name == NO_MEMORY else nullcontext():
             predict_split(glus_model, tokenizer, scored, pred, mode=mode, num_context=num_context, keyframes=kf,
                           progress=progress)
@@ -116,6 +119,18 @@ def keyframe_report(glus_model, tokenizer, index: SplitIndex, *, glus_ckpt: str,
     atomic_write_json(out / "keyframes_table.json", report)
     atomic_write_text(out / "keyframes_table.md", format_table(report))
     return report
+
+
+def fresh_predictions(pred: Path, starts: dict[str, int]) -> None:
+    """Predictions resume only for the key frames they were made from: a folder made from other key frames (a
+    retrained selector) is emptied first, so a rerun never mixes or keeps masks from other start frames. (A
+    retrained GLUS is caught earlier: the labels job refuses an export whose hash differs.)"""
+    marker = pred / "_keyframes.json"
+    if marker.is_file() and json.loads(marker.read_text()) != starts:
+        print(f"{pred}: made from other key frames; predicting again")
+        shutil.rmtree(pred)
+    if not marker.is_file():
+        atomic_write_json(marker, starts)
 
 
 def key_frames_from(truth: pd.DataFrame, column: str) -> dict[str, int]:
