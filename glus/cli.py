@@ -57,7 +57,9 @@ def _runs_compare(args) -> int:
     return 0
 
 
-def _load_for_inference(args):
+def _load_for_inference(args, kind: str = "glus"):
+    """(model, tokenizer, recipe) on the chosen device; `kind` the model the command needs ("glus" or "selector"),
+    so that a selector export given to predict (or a GLUS export to keyframes) is named, not an AttributeError."""
     import torch
 
     from glus.model.load import load_model
@@ -69,6 +71,13 @@ def _load_for_inference(args):
              "auto": torch.bfloat16 if device.type == "cuda" else torch.float32}[args.precision]
     model, tokenizer, recipe = load_model(args.ckpt, sam_config=args.sam_config, sam_image_size=args.sam_image_size,
                                           clip_folder=args.clip_folder, dtype=dtype)
+    is_selector = hasattr(model, "score_head")
+    if is_selector != (kind == "selector"):
+        what = "a key-frame selector export" if is_selector else "a GLUS model"
+        use = "glus keyframes" if is_selector else "glus predict / pseudolabel / keyframes-report"
+        raise GlusError(f"--ckpt {args.ckpt} is {what}: this command needs "
+                        f"{'a key-frame selector export' if kind == 'selector' else 'a GLUS export or released folder'}"
+                        f". Fix: give it to {use}, or pass the other export here")
     return model.to(device, dtype), tokenizer, recipe
 
 
@@ -123,7 +132,7 @@ def _keyframes(args) -> int:
 
     index = load_split(args.root, args.data)
     shard = parse_shard(args.shard)
-    model, tokenizer, _ = _load_for_inference(args)
+    model, tokenizer, _ = _load_for_inference(args, kind="selector")
     summary = score_split(model, tokenizer, index, args.out, ckpt=args.ckpt, shard=shard,
                           batch_frames=args.batch_frames, progress=not args.quiet)
     write_summary(args.out, summary)

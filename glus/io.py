@@ -15,7 +15,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     the suffix (`.x.tmp.gif`), so writers that choose the format by extension (imageio, zip) still work."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    # the process id keeps writers of the same file apart (shards that finish together write one summary file)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

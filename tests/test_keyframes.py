@@ -37,6 +37,7 @@ def test_a_key_frame_is_a_frame_number_looked_up_among_the_frame_names_as_publis
     video = Video("v", ["00003", "00007", "00045", "00046"], "d", 4, 4)
     assert frame_position(video, 45, "f") == 2       # the number of frame "00045", not position 45
     assert frame_position(video, "00007", "f") == 1  # a frame name is accepted too
+    assert frame_position(video, "45", "f") == frame_position(video, 45.0, "f") == 2  # the published int(value)
     with pytest.raises(KeyFrameFileError, match="not a frame of video 'v'"):
         frame_position(video, 4, "f")
     with pytest.raises(KeyFrameFileError, match="not a frame number"):
@@ -64,6 +65,9 @@ def test_the_published_file_is_read_with_missing_expressions_starting_at_frame_0
     (tmp_path / "bad.json").write_text(json.dumps([1, 2]))
     with pytest.raises(KeyFrameFileError, match="expected a JSON object"):
         read_keyframes(tmp_path / "bad.json", index)
+    (tmp_path / "other.json").write_text(json.dumps({"another_split_video_0": 3}))
+    with pytest.raises(KeyFrameFileError, match="names an expression of mevis/valid_u"):
+        read_keyframes(tmp_path / "other.json", index)
 
 
 def test_ties_go_to_the_earliest_frame():
@@ -95,6 +99,10 @@ def test_a_mid_video_key_frame_gives_every_frame_once_under_its_own_name(setup, 
     summary = predict_split(model, tokenizer, sub, tmp_path / "pred", mode=mode, progress=False,
                             keyframes=read_keyframes(tmp_path / "kf.json", sub))
     assert summary.started_mid_video == 1 and summary.expressions_written == 2
+    from glus.infer.jobs import JobSettingsError
+
+    with pytest.raises(JobSettingsError, match="keyframe_starts_sha256"):  # no resume from other start frames
+        predict_split(model, tokenizer, sub, tmp_path / "pred", mode=mode, progress=False)
     engine = (StreamingEngine if mode == "engine" else FaithfulLoop)(model, tokenizer)
     forward = _pass(engine, video, [exprs[0].text], key, False)
     backward = _pass(engine, video, [exprs[0].text], key, True)  # a fresh memory: its own state
@@ -102,7 +110,7 @@ def test_a_mid_video_key_frame_gives_every_frame_once_under_its_own_name(setup, 
     assert files == video.frames  # every frame exactly once, under its own name
     got = _masks(tmp_path / "pred" / exprs[0].pred_dir, video.frames)
     for t in range(len(video.frames)):
-        want = forward[t] if t >= key else backward[t]  # the key frame's mask: the forward pass'
+        want = forward[t] if t >= key else backward[t]  # (at k both passes compute alike: empty memory, window [k])
         assert np.array_equal(got[t], want[0]), t
     # the masks differ from frame to frame, so a mask under another frame's name would be caught above
     assert len({got[t].tobytes() for t in range(len(video.frames))}) > len(video.frames) // 2
@@ -227,3 +235,16 @@ def test_the_report_scores_every_start_and_redoes_predictions_when_the_key_frame
     assert again["rows"]["selector"]["started_mid_video"] == 0
     assert again["rows"]["selector"]["jf"] == pytest.approx(again["rows"]["first"]["jf"])  # redone, not kept
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "r" / "pred_first").rglob("*.png")} == first_pred
+
+
+def test_a_selector_export_given_to_predict_is_named(setup, tmp_path):
+    base, _, _, _, _ = setup
+    from glus.model.export import export_model
+    from glus.model.load import instantiate
+
+    spec = {"class_path": "glus.model.selector.TinySelectorBuilder", "init_args": {"seed": 0}}
+    export = export_model(*instantiate(spec).build(), tmp_path / "selector", {"model": {"init_args": {"builder": spec}}})
+    cmd = [sys.executable, "-m", "glus.cli", "predict", "--ckpt", str(export), "--data", "mevis/valid_u", "--root",
+           str(base / "data"), "--out", str(tmp_path / "pred"), "--quiet"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 2 and "is a key-frame selector export" in out.stderr and "glus keyframes" in out.stderr

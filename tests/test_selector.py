@@ -44,7 +44,8 @@ def write_labels(folder: Path, root: Path, videos: int = 3, seed: int = 0, drop:
     Every 3rd row is an absent target; `drop` leaves a column out, `rename_video` a video the split lacks."""
     index = load_split(root, SPLIT)
     rng = np.random.default_rng(seed)
-    for vid in sorted(index.videos)[:videos]:
+    chosen = sorted(index.videos)[:videos]
+    for vid in chosen:
         video, rows = index.videos[vid], []
         for e in index.expressions_of(vid):
             for t, name in enumerate(video.frames):
@@ -59,7 +60,8 @@ def write_labels(folder: Path, root: Path, videos: int = 3, seed: int = 0, drop:
             table = table.drop_columns([drop])
         (folder / "rows").mkdir(parents=True, exist_ok=True)
         pq.write_table(table, folder / "rows" / f"{vid}.parquet")
-    (folder / "_job.json").write_text(json.dumps({"split": SPLIT, "root": str(Path(root) / "mevis")}))
+    (folder / "_job.json").write_text(json.dumps({"split": SPLIT, "root": str(Path(root) / "mevis"),
+                                                  "videos": chosen}))
     return folder
 
 
@@ -218,8 +220,16 @@ def test_bad_tables_name_the_file_and_the_fix(tmp_path, synth_root):
         selector_data(write_labels(tmp_path / "a", synth_root, videos=1, drop="iou"), synth_root)
     with pytest.raises(LabelTableError, match="video not_a_video is not in split mevis/train.*root"):
         selector_data(write_labels(tmp_path / "b", synth_root, videos=1, rename_video="not_a_video"), synth_root)
-    with pytest.raises(LabelTableError, match="no pseudo-label rows"):
+    with pytest.raises(LabelTableError, match="not a pseudo-label folder"):
         selector_data(tmp_path / "empty", synth_root)
+    # a killed job's temporary file is never read, and a job with a video still missing is refused
+    folder = write_labels(tmp_path / "c", synth_root, videos=2)
+    (folder / "rows" / ".x.123.tmp.parquet").write_bytes(b"half a file")
+    selector_data(folder, synth_root)
+    first = sorted((folder / "rows").glob("[!.]*.parquet"))[0]
+    first.unlink()
+    with pytest.raises(LabelTableError, match="not written yet"):
+        selector_data(folder, synth_root)
 
 
 def test_missing_labels_and_export_are_reported_first(tmp_path, monkeypatch):

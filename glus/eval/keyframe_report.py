@@ -18,7 +18,6 @@ Every step writes into OUT and is resumable (the jobs skip what is done), so a r
 """
 from __future__ import annotations
 
-import json
 import shutil
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -31,7 +30,8 @@ from glus.data.synth.language import expression_kinds
 from glus.eval.evaluate import evaluate
 from glus.eval.metrics import by_kind
 from glus.eval.pseudolabel import pseudolabel_split, read_pseudolabels
-from glus.infer.jobs import read_job
+from glus.errors import GlusError
+from glus.infer.jobs import SETTINGS, JobSettingsError, read_job
 from glus.infer.keyframe_job import key_frames, scores_dir
 from glus.infer.keyframes import read_keyframes, write_keyframes
 from glus.infer.predict import predict_split
@@ -89,6 +89,10 @@ def selector_quality(scores: pd.DataFrame, truth: pd.DataFrame, chosen: dict[str
 def keyframe_report(glus_model, tokenizer, index: SplitIndex, *, glus_ckpt: str, selector_file: str | Path,
                     out: str | Path, num_context: int = 4, mode: str = "engine", progress: bool = True) -> dict:
     out = Path(out)
+    if not (scores_dir(selector_file) / SETTINGS).is_file():  # before any long step
+        raise GlusError(f"{scores_dir(selector_file)} not found: the report correlates the selector's per-frame "
+                        f"scores with the truth, and {selector_file} alone has none. Fix: pass a file written by "
+                        "`glus keyframes --out FILE` (its scores are kept in FILE.scores/)")
     labels_dir = out / "labels"
     pseudolabel_split(glus_model, tokenizer, index, labels_dir, ckpt=glus_ckpt, fraction=1.0, seed=0, mode=mode,
                       num_context=num_context, progress=progress)
@@ -104,9 +108,8 @@ def keyframe_report(glus_model, tokenizer, index: SplitIndex, *, glus_ckpt: str,
     rows = {}
     for name in (*STARTS, NO_MEMORY):
         pred, kf = out / f"pred_{name}", starts.get(name, starts["first"])
-        fresh_predictions(pred, kf.starts)
         with memory_off(glus_model) if name == NO_MEMORY else nullcontext():
-            predict_split(glus_model, tokenizer, scored, pred, mode=mode, num_context=num_context, keyframes=kf,
+            predict_fresh(glus_model, tokenizer, scored, pred, mode=mode, num_context=num_context, keyframes=kf,
                           progress=progress)
         results, split_scores = evaluate(pred, scored, progress=False)
         rows[name] = {"j": results["j"], "f": results["f"], "jf": results["jf"], "count": results["count"],
@@ -121,16 +124,17 @@ def keyframe_report(glus_model, tokenizer, index: SplitIndex, *, glus_ckpt: str,
     return report
 
 
-def fresh_predictions(pred: Path, starts: dict[str, int]) -> None:
-    """Predictions resume only for the key frames they were made from: a folder made from other key frames (a
-    retrained selector) is emptied first, so a rerun never mixes or keeps masks from other start frames. (A
-    retrained GLUS is caught earlier: the labels job refuses an export whose hash differs.)"""
-    marker = pred / "_keyframes.json"
-    if marker.is_file() and json.loads(marker.read_text()) != starts:
+def predict_fresh(model, tokenizer, index: SplitIndex, pred: Path, **kwargs) -> None:
+    """`predict_split`, resuming only what was made with the same settings (predict's own record refuses other
+    ones): a folder made from other key frames (a retrained selector) is emptied and predicted again, so a rerun
+    never keeps masks from other start frames. (A retrained GLUS is caught earlier: the labels job refuses an
+    export whose hash differs.)"""
+    try:
+        predict_split(model, tokenizer, index, pred, **kwargs)
+    except JobSettingsError:
         print(f"{pred}: made from other key frames; predicting again")
         shutil.rmtree(pred)
-    if not marker.is_file():
-        atomic_write_json(marker, starts)
+        predict_split(model, tokenizer, index, pred, **kwargs)
 
 
 def key_frames_from(truth: pd.DataFrame, column: str) -> dict[str, int]:

@@ -100,7 +100,9 @@ def pseudolabel_split(model, tokenizer, index: SplitIndex, out: str | Path, *, c
     if not 0 <= rank < world:
         raise ValueError(f"shard {rank}/{world}: the rank must be in [0, {world})")
     videos = select_videos(index, fraction, seed)
-    job = VideoJob(out, job_settings(index, ckpt, fraction, seed, mode, num_context, window, videos), videos)
+    settings = job_settings(index, ckpt, fraction, seed, mode, num_context, window, videos)
+    settings["dtype"] = str(next(model.parameters()).dtype)  # bf16 rows must not mix with fp32 ones on a resume
+    job = VideoJob(out, settings, videos)
     job.start()
     mine = assign_videos(index, world, videos)[rank]
     todo = job.pending(mine)

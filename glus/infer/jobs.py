@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from glus.data.index import SplitIndex
 from glus.errors import GlusError
 from glus.infer.paths import safe_join
-from glus.io import atomic_path, atomic_write_json
+from glus.io import atomic_path
 
 SETTINGS = "_job.json"
 ROWS = "rows"  # OUT/rows/<video>.parquet: one file per video
@@ -74,17 +74,26 @@ class VideoJob:
         return safe_join(self.out / ROWS, f"{video}.parquet", "video id")
 
     def start(self) -> None:
-        """Record the settings, or check them against those of the run that began this folder."""
+        """Record the settings, or check them against those of the run that began this folder. Shards started
+        together race here: the settings file is linked into place whole, the first link wins, and every shard
+        (the winner too) then checks its settings against the file."""
         file = self.out / SETTINGS
-        if file.is_file():
-            old = json.loads(file.read_text())
-            differ = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))
-            if differ:
-                lines = [f"  {k}: {old.get(k)!r} then, {self.settings.get(k)!r} now" for k in differ]
-                raise JobSettingsError(f"{self.out} holds results computed with other settings:\n" + "\n".join(lines)
-                                       + "\nFix: give a new --out folder, or rerun with the settings above to resume")
-        else:
-            atomic_write_json(file, self.settings)
+        if not file.is_file():
+            self.out.mkdir(parents=True, exist_ok=True)
+            tmp = self.out / f".{SETTINGS}.{os.getpid()}.tmp"  # a name of this process' own
+            try:
+                tmp.write_text(json.dumps(self.settings, indent=2))
+                os.link(tmp, file)  # atomic, and refused when another shard was first: its file is the record
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
+        old = json.loads(file.read_text())
+        differ = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))
+        if differ:
+            lines = [f"  {k}: {old.get(k)!r} then, {self.settings.get(k)!r} now" for k in differ]
+            raise JobSettingsError(f"{self.out} holds results computed with other settings:\n" + "\n".join(lines)
+                                   + "\nFix: give a new --out folder, or rerun with the settings above to resume")
 
     def done(self, video: str) -> bool:
         return self.path(video).is_file()

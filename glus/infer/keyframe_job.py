@@ -45,7 +45,8 @@ def score_split(model, tokenizer, index: SplitIndex, out_file: str | Path, *, ck
     rank, world = shard
     videos = [v for v in index.videos if index.expressions_of(v)]
     settings = {"ckpt": str(ckpt), "ckpt_hash": tree_hash(ckpt) if Path(ckpt).is_dir() else None,
-                "split": index.name, "root": index.root, "videos": videos}
+                "split": index.name, "root": index.root, "videos": videos,
+                "dtype": str(next(model.parameters()).dtype)}  # bf16 scores must not mix with fp32 ones
     job = VideoJob(scores_dir(out_file), settings, videos)
     job.start()
     mine = assign_videos(index, world, videos)[rank]

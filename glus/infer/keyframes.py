@@ -35,11 +35,15 @@ def frame_number(video: Video, index: int) -> int | str:
 
 
 def frame_position(video: Video, value, where: str) -> int:
-    """The position in the video of the frame a file names (an int, or a frame name)."""
+    """The position in the video of the frame a file names: a number (45, "45" or 45.0 for frame "00045", as the
+    published `int(value)` reads it) or a frame name."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise KeyFrameFileError(f"{where}: {value!r} is not a frame number (an integer, e.g. 45 for frame 00045)")
+    number = int(value) if isinstance(value, int) or value.isdigit() else None
     for i, name in enumerate(video.frames):
-        if (isinstance(value, int) and name.isdigit() and int(name) == value) or name == str(value):
+        if name == str(value) or (number is not None and name.isdigit() and int(name) == number):
             return i
     raise KeyFrameFileError(f"{where}: frame {value!r} is not a frame of video {video.id!r} (frames "
                             f"{video.frames[0]} .. {video.frames[-1]}). Fix: the file must be for this split "
@@ -93,6 +97,10 @@ def read_keyframes(path: str | Path, index: SplitIndex) -> KeyFrames:
             starts[e.uid] = 0
             missing.append(e.uid)
     unused = sorted(set(table) - used)
+    if table and not used:  # a file for another split would silently run everything from frame 0
+        raise KeyFrameFileError(f"{path}: none of its {len(table)} keys (e.g. {unused[0]!r}) names an expression of "
+                                f"{index.name} (keys are \"<video>_<exp_id>\", e.g. {keyframe_key(index.expressions[0])!r}). "
+                                "Fix: pass the key-frame file of this split")
     return KeyFrames(starts, str(path), missing, unused)
 
 

@@ -7,6 +7,8 @@ so ranks never write the same folder and the union of the shards equals a single
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from rich.progress import (
 from glus.data.index import SplitIndex
 from glus.infer.engine import ENGINES
 from glus.infer.keyframes import KeyFrames
-from glus.infer.jobs import assign_videos, shard_of_env  # noqa: F401 (shard_of_env: re-exported)
+from glus.infer.jobs import VideoJob, assign_videos, shard_of_env  # noqa: F401 (shard_of_env: re-exported)
 from glus.infer.paths import commit_partial, safe_join, start_partial
 from glus.io import atomic_write_json
 
@@ -51,11 +53,14 @@ def predict_split(model, tokenizer, index: SplitIndex, out: str | Path, mode: st
                   window: int = 4, progress: bool = True, keyframes: KeyFrames | None = None) -> PredictSummary:
     """keyframes: where each expression starts (`glus.infer.keyframes`); None: at its first frame. From a key
     frame k > 0, one pass runs forward to the last frame and a second, with a fresh memory, backward to the
-    first frame; both start with k as their first query frame, and k's mask is the forward pass'."""
+    first frame; both start with k as their first query frame, and k's mask is the forward pass'.
+    The settings are recorded in OUT/_job.json: a rerun resumes only with the same ones (other key frames, mode
+    or window would keep masks made another way)."""
     rank, world = shard
     if not 0 <= rank < world:
         raise ValueError(f"shard {rank}/{world}: the rank must be in [0, {world})")
     out = Path(out)
+    VideoJob(out, predict_settings(index, mode, num_context, window, keyframes), []).start()
     engine = ENGINES[mode](model, tokenizer, num_context=num_context, window=window)
     groups = index.by_video()
     videos = assign_videos(index, world)[rank]
@@ -87,6 +92,15 @@ def predict_split(model, tokenizer, index: SplitIndex, out: str | Path, mode: st
             summary.videos += 1
             summary.frames += len(index.videos[vid].frames)
     return summary
+
+
+def predict_settings(index: SplitIndex, mode: str, num_context: int, window: int,
+                     keyframes: KeyFrames | None) -> dict:
+    starts = None
+    if keyframes is not None and any(keyframes.starts.values()):  # all at frame 0 is the plain forward pass
+        starts = hashlib.sha256(json.dumps(keyframes.starts, sort_keys=True).encode()).hexdigest()
+    return {"split": index.name, "mode": mode, "num_context": num_context, "window": window,
+            "keyframe_starts_sha256": starts}
 
 
 def _chunks(pending, keyframes: KeyFrames | None, batch: int, mode: str) -> list[tuple[int, list]]:

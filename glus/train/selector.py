@@ -57,10 +57,20 @@ class LabelGroup:
 # ---- the table ------------------------------------------------------------------------------------------------
 
 def label_files(folder: str | Path) -> list[Path]:
-    files = sorted((Path(folder) / "rows").rglob("*.parquet"))
+    """The table's files, one per video of the job, once the job has finished (every shard): never a temporary
+    file a killed job left behind, never a table missing videos."""
+    from glus.infer.jobs import SETTINGS, VideoJob
+
+    settings = Path(folder) / SETTINGS
+    if not settings.is_file():
+        raise LabelTableError(f"{settings} not found: {folder} is not a pseudo-label folder. Fix: {MAKE_LABELS}")
+    videos = json.loads(settings.read_text()).get("videos", [])
+    try:
+        files = VideoJob(folder, {}, videos).files()
+    except GlusError as err:
+        raise LabelTableError(f"{err} ({MAKE_LABELS})") from None
     if not files:
-        raise LabelTableError(f"{folder}: no pseudo-label rows (expected {folder}/rows/**/*.parquet). Fix: "
-                              f"{MAKE_LABELS}")
+        raise LabelTableError(f"{folder}: no pseudo-label rows. Fix: {MAKE_LABELS}")
     return files
 
 
