@@ -3,7 +3,10 @@
 Resumable: an expression's PNGs go to `<pred_dir>.partial` and the folder is renamed into place once all its
 frames are written, so a folder without the suffix is always complete; a restarted run skips those and
 discards partial ones. Sharded: each rank takes a fixed set of whole videos (balanced by frames x expressions),
-so ranks never write the same folder and the union of the shards equals a single-process run.
+so ranks never write the same folder and the union of the shards equals a single-process run. The settings
+(mode, window, context frames, key frames) are recorded in DIR/_job.json, and a rerun with other ones is refused.
+Key frames (`glus.infer.keyframes`): an expression starts at its key frame and runs forward to the end, then
+backward to the first frame from a fresh memory; every mask lands under its own frame name.
 """
 from __future__ import annotations
 
