@@ -210,6 +210,11 @@ def _model_args(p: argparse.ArgumentParser, what: str = "an export folder (writt
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto: bf16 on GPU")
 
 
+def _shard_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shard", default=None, help="RANK/WORLD, e.g. 0/4 (default: torchrun's RANK and WORLD_SIZE; "
+                   "each rank takes whole videos)")
+
+
 def _split_args(p: argparse.ArgumentParser, data_help: str) -> None:
     from glus.data.formats import SPLIT_NAMES
 
@@ -274,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keyframes", default=None, help="FILE or 'first': start each expression at its key frame "
                    "(FILE: glus keyframes' output or the published --score_json format) and propagate forward and "
                    "backward from it; expressions missing from FILE start at their first frame")
-    p.add_argument("--shard", default=None, help="RANK/WORLD, e.g. 0/4 (default: torchrun's RANK and WORLD_SIZE)")
+    _shard_arg(p)
     p.add_argument("--batch-expressions", type=int, default=16, help="expressions of a video decoded together")
     p.add_argument("--window", type=int, default=4, help="query frames per window (stride 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -288,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fraction", type=float, default=0.5, help="fraction of the split's videos (published: half)")
     p.add_argument("--seed", type=int, default=0, help="picks the videos of --fraction")
     p.add_argument("--mode", choices=("engine", "faithful"), default="engine")
-    p.add_argument("--shard", default=None, help="RANK/WORLD (default: torchrun's RANK and WORLD_SIZE)")
+    _shard_arg(p)
     p.add_argument("--batch-expressions", type=int, default=16)
     p.add_argument("--window", type=int, default=4)
     p.add_argument("--quiet", action="store_true")
@@ -300,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     _split_args(p, "split")
     p.add_argument("--out", required=True, help="the key-frame JSON file; per-frame scores go to OUT.scores/ "
                    "(a rerun resumes)")
-    p.add_argument("--shard", default=None, help="RANK/WORLD (default: torchrun's RANK and WORLD_SIZE)")
+    _shard_arg(p)
     p.add_argument("--batch-frames", type=int, default=16, help="target frames scored together")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_keyframes)

@@ -11,25 +11,18 @@ import pytest
 import torch
 from PIL import Image
 
-from glus.data.cache import load_split
-from glus.data.synth import write_synthetic
 from glus.data.samplers import query_window
 from glus.infer.engine import FaithfulLoop, StreamingEngine, pass_frames
 from glus.infer.paths import PARTIAL
 from glus.infer.predict import assign_videos, predict_split
-from glus.model.load import load_export
-from glus.model.export import export_untrained
+from tests.model_helpers import inference_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    base = tmp_path_factory.mktemp("infer")
-    write_synthetic(base / "data", seed=1, videos=8)
-    export = export_untrained(base / "export", {"seed": 0, "clip_image_size": 112, "sam_image_size": 128})
-    model, tokenizer, _ = load_export(export)
-    return base, load_split(base / "data", "mevis/valid_u"), export, model, tokenizer
+    return inference_setup(tmp_path_factory.mktemp("infer"), seed=1, videos=8)
 
 
 def test_inference_never_imports_the_training_code(setup):

@@ -11,26 +11,19 @@ import pytest
 import torch
 from PIL import Image
 
-from glus.data.cache import load_split
 from glus.data.index import Video
-from glus.data.synth import write_synthetic
 from glus.infer.engine import FaithfulLoop, StreamingEngine
 from glus.infer.keyframe_job import key_frames
 from glus.infer.keyframes import KeyFrameFileError, frame_position, keyframe_key, read_keyframes, write_keyframes
 from glus.infer.predict import predict_split
-from glus.model.export import export_untrained
-from glus.model.load import load_export
+from tests.model_helpers import inference_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    base = tmp_path_factory.mktemp("keyframes")
-    write_synthetic(base / "data", seed=2, videos=4)
-    export = export_untrained(base / "export", {"seed": 0, "clip_image_size": 112, "sam_image_size": 128})
-    model, tokenizer, _ = load_export(export)
-    return base, load_split(base / "data", "mevis/valid_u"), export, model, tokenizer
+    return inference_setup(tmp_path_factory.mktemp("keyframes"), seed=2, videos=4)
 
 
 def test_a_key_frame_is_a_frame_number_looked_up_among_the_frame_names_as_published():

@@ -99,8 +99,8 @@ def keyframe_report(glus_model, tokenizer, index: SplitIndex, *, glus_ckpt: str,
     truth = read_pseudolabels(labels_dir).to_pandas()
     scored = SplitIndex(index.name, index.root, index.videos, [e for e in index.expressions if e.mask.kind != "none"],
                         index.extras)
-    oracle = write_keyframes(out / "oracle_keyframes.json", scored, key_frames_from(truth, "iou"))
-    present = write_keyframes(out / "oracle_present_keyframes.json", scored, key_frames_from(
+    oracle = write_keyframes(out / "oracle_keyframes.json", scored, key_frames(truth, "iou"))
+    present = write_keyframes(out / "oracle_present_keyframes.json", scored, key_frames(
         truth.assign(iou=truth["iou"].where(truth["present"], -1.0)), "iou"))  # absent frames rank last
     starts = {"first": read_keyframes("first", scored), "selector": read_keyframes(selector_file, scored),
               "oracle": read_keyframes(oracle, scored), "oracle_present": read_keyframes(present, scored)}
@@ -135,12 +135,6 @@ def predict_fresh(model, tokenizer, index: SplitIndex, pred: Path, **kwargs) -> 
         print(f"{pred}: made from other key frames; predicting again")
         shutil.rmtree(pred)
         predict_split(model, tokenizer, index, pred, **kwargs)
-
-
-def key_frames_from(truth: pd.DataFrame, column: str) -> dict[str, int]:
-    import pyarrow as pa
-
-    return key_frames(pa.Table.from_pandas(truth, preserve_index=False), column)
 
 
 def format_table(report: dict) -> str:

@@ -43,7 +43,8 @@ def score_split(model, tokenizer, index: SplitIndex, out_file: str | Path, *, ck
     from glus.infer.selector import SelectorScorer
 
     rank, world = shard
-    videos = [v for v in index.videos if index.expressions_of(v)]
+    groups = index.by_video()
+    videos = [v for v in index.videos if groups.get(v)]
     settings = {"ckpt": str(ckpt), "ckpt_hash": tree_hash(ckpt) if Path(ckpt).is_dir() else None,
                 "split": index.name, "root": index.root, "videos": videos,
                 "dtype": str(next(model.parameters()).dtype)}  # bf16 scores must not mix with fp32 ones
@@ -53,7 +54,6 @@ def score_split(model, tokenizer, index: SplitIndex, out_file: str | Path, *, ck
     todo = job.pending(mine)
     summary = KeyFrameSummary(index.name, shard, videos_skipped=len(mine) - len(todo))
     scorer = SelectorScorer(model, tokenizer, batch_frames=batch_frames)
-    groups = index.by_video()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task(f"key frames {rank}/{world}", total=sum(len(index.videos[v].frames) for v in todo))
@@ -77,9 +77,10 @@ def score_split(model, tokenizer, index: SplitIndex, out_file: str | Path, *, ck
     return summary
 
 
-def key_frames(scores: pa.Table, column: str = "score") -> dict[str, int]:
+def key_frames(scores, column: str = "score") -> dict[str, int]:
     """uid -> the frame index with the highest `column` per expression (the earliest frame on a tie)."""
-    frame = scores.select(["video", "exp_id", "frame_index", column]).to_pandas()
+    frame = scores.to_pandas() if isinstance(scores, pa.Table) else scores  # arrow (a job's rows) or pandas
+    frame = frame[["video", "exp_id", "frame_index", column]]
     frame = frame.sort_values(["video", "exp_id", column, "frame_index"], ascending=[True, True, False, True],
                               kind="stable")
     first = frame.drop_duplicates(["video", "exp_id"])

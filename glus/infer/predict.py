@@ -75,7 +75,7 @@ def predict_split(model, tokenizer, index: SplitIndex, out: str | Path, mode: st
         pending = [(e, f) for e, f in finals if not f.is_dir()]
         summary.expressions_skipped += len(finals) - len(pending)
         if pending:
-            todo.append((vid, _chunks(pending, keyframes, batch_expressions, mode)))
+            todo.append((vid, _chunks(pending, keyframes, batch_expressions)))
     total = sum(_results(len(index.videos[v].frames), start, len(chunk), mode)
                 for v, chunks in todo for start, chunk in chunks)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -106,7 +106,7 @@ def predict_settings(index: SplitIndex, mode: str, num_context: int, window: int
             "keyframe_starts_sha256": starts}
 
 
-def _chunks(pending, keyframes: KeyFrames | None, batch: int, mode: str) -> list[tuple[int, list]]:
+def _chunks(pending, keyframes: KeyFrames | None, batch: int) -> list[tuple[int, list]]:
     """(start frame, expressions) runs of one video: expressions that start at the same frame share the passes
     (the engine batches up to `batch` of them; the faithful loop runs them one by one anyway)."""
     by_start: dict[int, list] = {}
