@@ -45,7 +45,7 @@ $(STAMP): pyproject.toml .ci/constraints.txt
 	@touch $(STAMP)
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 synth: install
 	$(BIN)/glus data synth --out $(DATA) --seed 0

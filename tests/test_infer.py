@@ -18,6 +18,18 @@ from glus.infer.predict import assign_videos, predict_split
 from tests.model_helpers import inference_setup
 
 ROOT = Path(__file__).resolve().parents[1]
+# One thread in every process of this module, the in-process reference included: two shards on two cores do not
+# oversubscribe them (4 threads spinning on 2 cores made the sharded test 6x slower), and the masks, compared byte
+# for byte, come from the same reduction order everywhere (a logit at 0 may round either way with another).
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +124,7 @@ def test_predict_resumes_after_kill_and_never_counts_a_partial_expression(setup,
     base, index, export, model, tokenizer = setup
     out = base / "killed"
     proc = subprocess.Popen(_predict_cmd(export, base / "data", out, "--batch-expressions", "1"), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         done = [p for p in out.glob("*/*") if p.is_dir() and not p.name.endswith(PARTIAL)]
@@ -139,13 +151,13 @@ def test_shards_run_concurrently_and_merge_to_the_single_process_output(setup, r
     shards = assign_videos(index, 2)
     assert sorted(shards[0] + shards[1]) == sorted(index.videos) and not set(shards[0]) & set(shards[1])
     out = base / "sharded"
+    logs = [base / f"sharded.rank{r}.log" for r in range(2)]
+    # stderr to files, not pipes: a pipe nobody reads while waiting blocks its writer once its buffer is full
     procs = [subprocess.Popen(_predict_cmd(export, base / "data", out, "--batch-expressions", "1"), cwd=ROOT,
-                              # the reference's thread count: the masks are compared byte for byte, and a logit
-                              # at 0 may round either way with another reduction order
-                              env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2"},
-                              stderr=subprocess.PIPE)
-             for r in range(2)]
-    for p in procs:
-        assert p.wait(timeout=300) == 0, p.stderr.read()[-2000:]
+                              env={**ONE_THREAD, "RANK": str(r), "WORLD_SIZE": "2"},
+                              stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+             for r, log in enumerate(logs)]
+    for p, log in zip(procs, logs):
+        assert p.wait(timeout=600) == 0, log.read_text()[-2000:]
     assert sorted(x.name for x in out.glob("_predict.*")) == ["_predict.rank0of2.json", "_predict.rank1of2.json"]
     assert read_tree(out) == read_tree(reference)
