@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.glus-installed
 RECIPE ?= synthetic
+VOS_MEMORIES ?= none sam2_bank gated_linear mca
 CONTROL ?= 1
 DATA ?= data/synthetic
 CKPT ?= runs/synthetic/latest/export
@@ -78,6 +79,13 @@ else ifeq ($(RECIPE),selector_synthetic)
 		--out $(KF).json
 	$(BIN)/glus keyframes-report --ckpt $(GLUS_EXPORT) --keyframes $(KF).json --data mevis/valid_u --root $(DATA) \
 		--out $(KF)_report
+else ifeq ($(RECIPE),vos_synthetic)
+	@test -f $(DATA)/mevis/train/meta_expressions.json || $(BIN)/glus data synth --out $(DATA) --seed 0
+	for m in $(VOS_MEMORIES); do \
+		$(BIN)/glus fit --config recipes/vos_synthetic.yaml --config recipes/memory/$${m}_tiny.yaml \
+			--name vos_synthetic_$$m || exit 1; done
+	$(BIN)/glus vos-table $(foreach m,$(VOS_MEMORIES),$(m)=runs/vos_synthetic_$(m)/latest) --control none \
+		--out runs/vos_synthetic_table
 else
 	$(BIN)/glus fit --config recipes/$(RECIPE).yaml
 endif

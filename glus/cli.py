@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from glus.errors import GlusError
 
@@ -71,14 +72,47 @@ def _load_for_inference(args, kind: str = "glus"):
              "auto": torch.bfloat16 if device.type == "cuda" else torch.float32}[args.precision]
     model, tokenizer, recipe = load_model(args.ckpt, sam_config=args.sam_config, sam_image_size=args.sam_image_size,
                                           clip_folder=args.clip_folder, dtype=dtype)
-    is_selector = hasattr(model, "score_head")
-    if is_selector != (kind == "selector"):
-        what = "a key-frame selector export" if is_selector else "a GLUS model"
-        use = "glus keyframes" if is_selector else "glus predict / pseudolabel / keyframes-report"
-        raise GlusError(f"--ckpt {args.ckpt} is {what}: this command needs "
-                        f"{'a key-frame selector export' if kind == 'selector' else 'a GLUS export or released folder'}"
-                        f". Fix: give it to {use}, or pass the other export here")
+    have = "selector" if hasattr(model, "score_head") else "glus" if hasattr(model, "mllm") else "vos"
+    if have != kind:
+        what = {"selector": "a key-frame selector export", "glus": "a GLUS model", "vos": "a plain VOS export"}
+        use = {"selector": "glus keyframes", "glus": "glus predict / pseudolabel / keyframes-report",
+               "vos": "glus vos / vos-eval, or glus predict --mode sparse --vos"}
+        need = {"selector": "a key-frame selector export", "glus": "a GLUS export or released folder",
+                "vos": "a plain VOS export (glus fit --config recipes/vos*.yaml)"}
+        raise GlusError(f"--ckpt {args.ckpt} is {what[have]}: this command needs {need[kind]}. Fix: give it to "
+                        f"{use[have]}, or pass the other export here")
     return model.to(device, dtype), tokenizer, recipe
+
+
+def _vos(args) -> int:
+    from glus.infer.vos_job import run_vos_job
+
+    model, _, _ = _load_for_inference(args, kind="vos")
+    summary = run_vos_job(model, args.ckpt, args.frames, args.mask, args.out, start=args.start,
+                          snapshot_every=args.snapshot_every, progress=not args.quiet)
+    print(f"{summary['written']} frame(s) written ({summary['frames']} in the video, objects {summary['objects']}, "
+          f"from frame {summary['start']}): {args.out}")
+    return 0
+
+
+def _vos_eval(args) -> int:
+    from glus.eval.vos_eval import evaluate_vos, format_vos_table, write_vos_results
+
+    model, _, _ = _load_for_inference(args, kind="vos")
+    result = evaluate_vos(model, args.root, args.data, max_videos=args.max_videos, progress=not args.quiet)
+    write_vos_results(args.out, result)
+    print(format_vos_table({args.ckpt: result}))
+    print(f"-> {args.out}/vos_metrics.json")
+    return 0
+
+
+def _vos_table(args) -> int:
+    from glus.eval.vos_eval import vos_table
+
+    runs = dict(item.split("=", 1) for item in args.runs)
+    print(vos_table(runs, args.out, control=args.control))
+    print(f"-> {args.out}.md, {args.out}.json")
+    return 0
 
 
 def _predict(args) -> int:
@@ -93,9 +127,17 @@ def _predict(args) -> int:
     if keyframes:
         print(keyframes.describe())
     model, tokenizer, recipe = _load_for_inference(args)
+    vos_model = None
+    if args.mode == "sparse" or args.vos:
+        if not (args.mode == "sparse" and args.vos):
+            raise GlusError("--mode sparse and --vos EXPORT go together: sparse mode propagates GLUS' masks with a "
+                            "plain VOS export (glus fit --config recipes/vos*.yaml). Fix: pass both, or neither")
+        vos_model, _, _ = _load_for_inference(argparse.Namespace(**{**vars(args), "ckpt": args.vos}), kind="vos")
     summary = predict_split(model, tokenizer, index, args.out, mode=args.mode, shard=shard,
                             batch_expressions=args.batch_expressions, num_context=_num_context(recipe),
-                            window=args.window, progress=not args.quiet, keyframes=keyframes)
+                            window=args.window, progress=not args.quiet, keyframes=keyframes,
+                            vos_model=vos_model, every=args.every,
+                            vos_ckpt=str(Path(args.vos).resolve()) if args.vos else None)
     path = write_summary(args.out, summary)
     print(f"{summary.expressions_written} expression(s) written, {summary.expressions_skipped} already complete "
           f"(shard {shard[0]}/{shard[1]}): {args.out}  [{path.name}]")
@@ -274,8 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _split_args(p, "split")
     p.add_argument("--out", required=True, help="prediction folder (a rerun resumes: finished expressions are kept)")
-    p.add_argument("--mode", choices=("engine", "faithful"), default="engine",
-                   help="engine: streaming with shared features and KV reuse; faithful: the published loop")
+    p.add_argument("--mode", choices=("engine", "faithful", "sparse"), default="engine",
+                   help="engine: streaming with shared features and KV reuse; faithful: the published loop; sparse: "
+                   "GLUS on every --every-th frame, the plain VOS path (--vos) in between")
+    p.add_argument("--every", type=int, default=8, help="sparse mode: GLUS on every K-th frame of a pass and its "
+                   "last (0 with --keyframes: the key frame only)")
+    p.add_argument("--vos", default=None, help="sparse mode: a plain VOS export (glus fit --config recipes/vos*.yaml)")
     p.add_argument("--keyframes", default=None, help="FILE or 'first': start each expression at its key frame "
                    "(FILE: glus keyframes' output or the published --score_json format) and propagate forward and "
                    "backward from it; expressions missing from FILE start at their first frame")
@@ -284,6 +330,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=4, help="query frames per window (stride 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("vos", help="the plain VOS path: a mask on one frame propagated through a folder of frames, "
+                       "one palette PNG per frame (streaming, resumable)")
+    _model_args(p, "a plain VOS export (glus fit --config recipes/vos*.yaml: runs/<recipe>/latest/export)")
+    p.add_argument("--frames", required=True, help="folder of frames (jpg/png), named in temporal order")
+    p.add_argument("--mask", required=True, help="palette PNG, one index per object (0: background)")
+    p.add_argument("--start", default=None, help="the frame the mask belongs to (name without extension; default: "
+                   "the mask's own name if it names a frame, else the first frame)")
+    p.add_argument("--out", required=True, help="output folder (a rerun resumes from the last snapshot)")
+    p.add_argument("--snapshot-every", type=int, default=100, help="frames between memory snapshots (resume points)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_vos)
+
+    p = sub.add_parser("vos-eval", help="J&F of a plain VOS export on a split with ground truth: each object given "
+                       "at its first appearance, propagated both ways (per kind on synthetic data)")
+    _model_args(p, "a plain VOS export")
+    _split_args(p, "a split with ground truth, e.g. mevis/valid_u")
+    p.add_argument("--out", required=True, help="folder for vos_metrics.json and vos_per_expression.csv")
+    p.add_argument("--max-videos", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_vos_eval)
+
+    p = sub.add_parser("vos-table", help="one table of trained plain-VOS runs (make train RECIPE=vos_synthetic)")
+    p.add_argument("runs", nargs="+", help="NAME=RUN_FOLDER ... (folders holding vos_metrics.json)")
+    p.add_argument("--out", required=True, help="table path without suffix: gets .md and .json")
+    p.add_argument("--control", default=None, help="the NAME whose J&F the others are compared with")
+    p.set_defaults(func=_vos_table)
 
     p = sub.add_parser("pseudolabel", help="per-frame IoU, J and F of a GLUS export's masks on (part of) a training "
                        "split: the key-frame selector's labels (parquet under OUT/rows)")

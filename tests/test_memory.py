@@ -1,6 +1,6 @@
-"""The memory contract: every memory behind `glus.model.memory.Memory` passes the same suite (the SAM-2 bank
-now, in its published and end-to-end settings; the plain-VOS memories join this list), and the SAM-2 bank
-reads exactly the published GLUS memory positions."""
+"""The memory contract: every memory behind `glus.model.memory.Memory` passes the same suite (the SAM-2 bank in
+its published and end-to-end settings, and the plain-VOS memories), and the SAM-2 bank reads exactly the
+published GLUS memory positions."""
 import pytest
 import torch
 
@@ -8,7 +8,11 @@ from glus.model.factory import E2E_MEMORY
 from glus.model.memory import SAM2MemoryBank, memory_steps
 from glus.model.segmenter import SAM2Segmenter
 
-MEMORIES = {"sam2_published": {}, "sam2_e2e": E2E_MEMORY}
+SAM2_BANKS = {"sam2_published": {}, "sam2_e2e": E2E_MEMORY}  # specs: SAM2MemoryBank arguments
+MEMORIES = {**SAM2_BANKS,
+            "gated_linear": {"class_path": "glus.model.memory.gated_linear.GatedLinearMemory",
+                             "init_args": {"key_dim": 8, "value_dim": 16}},
+            "mca": {"class_path": "glus.model.memory.mca.MCAMemory", "init_args": {"key_dim": 8, "value_dim": 16}}}
 
 
 class Case:
@@ -16,6 +20,7 @@ class Case:
 
     def __init__(self, spec: dict, seed: int = 0):
         torch.manual_seed(seed)
+        self.spec = spec  # a second model of the same memory (state_dict round trip) is built from it
         self.segmenter = SAM2Segmenter("tiny", memory=dict(spec)).eval()  # no dropout: reads are comparable
         self.memory = self.segmenter.memory
         sam = self.segmenter.sam
@@ -100,7 +105,7 @@ def test_gradients_reach_earlier_writes_only_end_to_end(case):
 
 def test_state_dict_round_trip_is_strict_and_exact(case):
     feats, pos, masks = case.inputs(4)
-    other = Case({**vars_of(case.memory)}, seed=5)
+    other = Case(case.spec, seed=5)
     with torch.no_grad():
         before = case.run(case.memory.reset(False, 4), range(4), feats, pos, masks)
         assert not torch.allclose(other.run(other.memory.reset(False, 4), range(4), feats, pos, masks)[-1],
@@ -121,13 +126,9 @@ def test_state_stays_bounded_on_a_long_video(case):
         case.memory.read(state, t, feats[t], pos)
         case.memory.write(state, t, feats[t], masks[t])
         sizes.append(case.memory.size(state))
-    assert max(sizes) <= case.memory.num_memories  # what a later frame can still read, and no more
+    # what a later frame can still read, and no more: the bank's memories; one state for the recurrent ones
+    assert max(sizes) <= getattr(case.memory, "num_memories", 1)
     assert max(sizes[30:]) == max(sizes[:30])  # flat, not growing with the video
-
-
-def vars_of(bank: SAM2MemoryBank) -> dict:
-    return {k: getattr(bank, k) for k in ("num_memories", "stride_train", "stride_eval", "temporal_encoding",
-                                          "object_pointers", "no_object_embedding", "end_to_end", "trainable")}
 
 
 # ---- the published positions -----------------------------------------------------------------------------
@@ -164,12 +165,12 @@ def test_published_defaults_and_the_training_stride():
     assert not any(p.requires_grad for n, p in seg.sam.named_parameters() if n.startswith("memory_"))
 
 
-@pytest.mark.parametrize("name", sorted(MEMORIES))
+@pytest.mark.parametrize("name", sorted(SAM2_BANKS))
 @torch.no_grad()
 def test_only_our_variant_reads_temporal_and_no_object_embeddings(name):
     """The published bank: no temporal encoding, no no-object embedding (model/GLUS.py uses the memory's own
     position encoding and calls the memory encoder without object scores)."""
-    case = Case(MEMORIES[name])
+    case = Case(SAM2_BANKS[name])
     feats, pos, masks = case.inputs(5)
     scores = torch.full((1, 1), -3.0)  # "absent": the no-object embedding applies where it is on
 
@@ -191,12 +192,12 @@ def test_only_our_variant_reads_temporal_and_no_object_embeddings(name):
     assert (not torch.allclose(after_tpos, after_no_obj)) == variant
 
 
-@pytest.mark.parametrize("name", sorted(MEMORIES))
+@pytest.mark.parametrize("name", sorted(SAM2_BANKS))
 @torch.no_grad()
 def test_memories_encode_the_published_features(name):
     """The published GLUS encodes a frame's memory from its memory-conditioned features (model/GLUS.py:
     get_visual_embs overwrites the features it returns); SAM-2 (our variant) from the image features."""
-    case = Case(MEMORIES[name])
+    case = Case(SAM2_BANKS[name])
     seg, sam = case.segmenter, case.segmenter.sam
     images = torch.randn(3, 3, sam.image_size, sam.image_size, generator=torch.Generator().manual_seed(3))
     prompt = torch.randn(1, 1, sam.sam_prompt_embed_dim)

@@ -53,18 +53,30 @@ def write_mask(folder: Path, frame: str, mask_HW: np.ndarray) -> None:
 
 def predict_split(model, tokenizer, index: SplitIndex, out: str | Path, mode: str = "engine",
                   shard: tuple[int, int] = (0, 1), batch_expressions: int = 16, num_context: int = 4,
-                  window: int = 4, progress: bool = True, keyframes: KeyFrames | None = None) -> PredictSummary:
+                  window: int = 4, progress: bool = True, keyframes: KeyFrames | None = None,
+                  vos_model=None, every: int = 8, vos_ckpt: str | None = None) -> PredictSummary:
     """keyframes: where each expression starts (`glus.infer.keyframes`); None: at its first frame. From a key
     frame k > 0, one pass runs forward to the last frame and a second, with a fresh memory, backward to the
     first frame; both start with k as their first query frame, and k's mask is the forward pass'.
     The settings are recorded in OUT/_job.json: a rerun resumes only with the same ones (other key frames, mode
-    or window would keep masks made another way)."""
+    or window would keep masks made another way).
+    mode "sparse" (`glus.infer.sparse`): GLUS on every `every`-th frame of a pass, `vos_model` (the plain VOS
+    path, loaded from `vos_ckpt`) in between."""
     rank, world = shard
     if not 0 <= rank < world:
         raise ValueError(f"shard {rank}/{world}: the rank must be in [0, {world})")
     out = Path(out)
-    VideoJob(out, predict_settings(index, mode, num_context, window, keyframes), []).start()
-    engine = ENGINES[mode](model, tokenizer, num_context=num_context, window=window)
+    settings = predict_settings(index, mode, num_context, window, keyframes)
+    if mode == "sparse":
+        from glus.infer.sparse import SparseEngine
+
+        if vos_model is None:
+            raise ValueError("mode sparse needs the plain VOS model (glus predict --vos EXPORT)")
+        settings.update(every=every, vos=vos_ckpt)
+        engine = SparseEngine(model, tokenizer, vos_model, every, num_context=num_context, window=window)
+    else:
+        engine = ENGINES[mode](model, tokenizer, num_context=num_context, window=window)
+    VideoJob(out, settings, []).start()
     groups = index.by_video()
     videos = assign_videos(index, world)[rank]
     summary = PredictSummary(index.name, mode, shard, keyframes=keyframes.source if keyframes else None,

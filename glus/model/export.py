@@ -15,19 +15,21 @@ from glus.model.load import ADAPTER, HEADS, RECIPE, TOKENIZER, instantiate
 
 
 def export_model(model, tokenizer, out: str | Path, recipe: dict) -> Path:
-    """Write OUT/{adapter/, heads.safetensors, recipe.yaml, tokenizer/} atomically (a temporary folder renamed)."""
+    """Write OUT/{adapter/, heads.safetensors, recipe.yaml, tokenizer/} atomically (a temporary folder renamed);
+    a model without a language model (the plain VOS path) has neither adapter nor tokenizer."""
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    lm = model.mllm.language_model
+    lm = model.mllm.language_model if hasattr(model, "mllm") else None  # the plain VOS model has no LLM
     if hasattr(lm, "save_pretrained") and hasattr(lm, "peft_config"):
         lm.save_pretrained(str(tmp / ADAPTER))
     trained = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()
                if p.requires_grad and "lora_" not in name}
     save_file(trained, str(tmp / HEADS))
     (tmp / RECIPE).write_text(yaml.safe_dump(recipe, sort_keys=False))
-    tokenizer.save_pretrained(str(tmp / TOKENIZER))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(tmp / TOKENIZER))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

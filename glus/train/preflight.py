@@ -39,7 +39,8 @@ def required_inputs(config: dict) -> list[tuple[str, str]]:
         if data.get("root"):
             out.append((data["root"], "the data root the pseudo-labels were made from (data_prep/README.md, or "
                                       "`glus data synth --out ROOT` for synthetic data)"))
-    for split in (data.get("mix") or {}):
+    splits = list(data.get("mix") or {}) + ([data["split"]] if data.get("split") else [])  # the VOS data: one split
+    for split in splits:
         fmt, _ = parse_split(split)
         out.append((str(Path(data["root"]) / fmt), DATA_HOW[fmt]))
     evaluation = config.get("model", {}).get("init_args", {}).get("evaluation") or {}

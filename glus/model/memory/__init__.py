@@ -1,6 +1,8 @@
 from glus.model.memory.base import Memory, MemoryState
 from glus.model.memory.sam2_bank import SAM2BankState, SAM2MemoryBank, memory_steps
 from glus.model.memory.none import NoMemory
+from glus.model.memory.gated_linear import GatedLinearMemory, GatedLinearState
+from glus.model.memory.mca import MCAMemory, MCAState
 
 
 def build_memory(spec=None) -> Memory:
@@ -23,4 +25,5 @@ def build_memory(spec=None) -> Memory:
     raise ValueError(f"memory: expected None, a dict or a Memory, got {type(spec).__name__}")
 
 
-__all__ = ["Memory", "MemoryState", "NoMemory", "SAM2BankState", "SAM2MemoryBank", "build_memory", "memory_steps"]
+__all__ = ["MCAMemory", "MCAState", "GatedLinearMemory", "GatedLinearState", "Memory", "MemoryState", "NoMemory", "SAM2BankState",
+           "SAM2MemoryBank", "build_memory", "memory_steps"]

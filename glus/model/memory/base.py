@@ -24,6 +24,9 @@ class MemoryState:
     start: int = 0
     reverse: bool = False
     num_frames: int | None = None
+    # True: the batch holds the objects of one video, frame for frame (the plain VOS path), so a memory may read
+    # the other objects' masks; False (GLUS: a batch of expressions or clips): batch items never see each other.
+    joint_objects: bool = False
 
     def step(self, frame_idx: int) -> int:
         """The position of `frame_idx` within the pass: 0 at the start frame, counting in the pass' direction."""
@@ -41,7 +44,7 @@ class Memory(nn.Module, ABC):
 
     @abstractmethod
     def reset(self, training: bool, num_frames: int | None = None, start: int = 0,
-              reverse: bool = False) -> MemoryState:
+              reverse: bool = False, joint_objects: bool = False) -> MemoryState:
         """A fresh, empty state for one clip or one pass over a video."""
 
     @abstractmethod

@@ -113,9 +113,9 @@ class SAM2MemoryBank(Memory):
                 part.requires_grad_(True)
 
     def reset(self, training: bool, num_frames: int | None = None, start: int = 0,
-              reverse: bool = False) -> SAM2BankState:
+              reverse: bool = False, joint_objects: bool = False) -> SAM2BankState:
         return SAM2BankState(training=training, start=start, reverse=reverse, num_frames=num_frames,
-                             stride=self.stride_train if training else self.stride_eval)
+                             joint_objects=joint_objects, stride=self.stride_train if training else self.stride_eval)
 
     def size(self, state: SAM2BankState) -> int:
         return len(state)

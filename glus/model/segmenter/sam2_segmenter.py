@@ -180,8 +180,10 @@ class SAM2Segmenter(nn.Module):
                           is_cond=mask_input is not None)
         return out
 
-    def reset(self, num_frames: int | None = None, start: int = 0, reverse: bool = False):
-        """A fresh memory state for one clip, or one pass over a video from `start` (backwards if `reverse`)."""
-        return self.memory.reset(self.training, num_frames, start, reverse)
+    def reset(self, num_frames: int | None = None, start: int = 0, reverse: bool = False,
+              joint_objects: bool = False):
+        """A fresh memory state for one clip, or one pass over a video from `start` (backwards if `reverse`);
+        `joint_objects`: the batch is the objects of one video (see `MemoryState`)."""
+        return self.memory.reset(self.training, num_frames, start, reverse, joint_objects)
 
 
