@@ -26,6 +26,7 @@ export TOKENIZERS_PARALLELISM := false
 help:
 	@echo "make install | test | synth | check | train [RECIPE=$(RECIPE)] [CONTROL=0] | eval [CKPT= BENCH= ROOT=] | bench"
 	@echo "     pseudolabel [CKPT= SPLIT=$(SPLIT) ROOT= FRACTION=$(FRACTION) LABELS=]"
+	@echo "     train RECIPE=vos_synthetic [VOS_MEMORIES='$(VOS_MEMORIES)']   (the plain VOS path, one table)"
 
 install: $(STAMP)
 

@@ -1,4 +1,5 @@
-"""`make bench` / `glus bench`: figures, not tests (timings never go in `make test`).
+"""`make bench` / `glus bench`: figures, not tests (timings never go in `make test`). Parts 3 and 4 (the plain
+VOS path's constant memory, sparse mode) are in `glus.bench_vos`.
 
 1. Engine vs faithful loop: the same tiny model (random weights, the synthetic recipe's sizes) and the same
    video with all its expressions; expression-frames per second and the ratio.
@@ -102,18 +103,40 @@ def peak_memory(export: Path, root: Path, out: Path) -> dict:
     return {**json.loads(line[-1][6:]), "seconds": time.perf_counter() - start}
 
 
-def run_bench(out: str | Path = "runs/bench", long_frames: int = 2000) -> dict:
-    import shutil
+PARTS = ("glus", "vos", "sparse")
 
-    import torch
 
+def run_bench(out: str | Path = "runs/bench", long_frames: int = 2000, vos_frames: int = 10000,
+              parts=None) -> dict:
+    """parts: "glus" (engine speed, streaming memory), "vos" (the plain VOS path's constant memory),
+    "sparse" (sparse mode's speed-up and J&F change); see glus.bench_vos for the last two."""
+    from glus import bench_vos
+
+    parts = parts or PARTS
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    export = _tiny_export(out / "tiny-export")
     synth = out / "synthetic"
     if not (synth / "mevis").exists():
         from glus.data.synth import write_synthetic
         write_synthetic(synth, seed=0, videos=8)
+    report = run_glus_bench(out, synth, long_frames) if "glus" in parts else {}
+    if "vos" in parts:
+        report["constant_memory"] = bench_vos.constant_memory(out, vos_frames)
+    if "sparse" in parts:
+        report["sparse"] = bench_vos.sparse_mode(out, synth)
+    (out / "bench.json").write_text(json.dumps(report, indent=2))
+    if "glus" in parts:
+        _print(report, long_frames)
+    bench_vos.print_vos(report)
+    return report
+
+
+def run_glus_bench(out: Path, synth: Path, long_frames: int) -> dict:
+    import shutil
+
+    import torch
+
+    export = _tiny_export(out / "tiny-export")
     report = {"speed": {"cpu": speed(export, synth, "cpu", repeats=3)}}
     if torch.cuda.is_available():
         report["speed"]["cuda"] = speed(export, synth, "cuda", repeats=3)
@@ -124,8 +147,6 @@ def run_bench(out: str | Path = "runs/bench", long_frames: int = 2000) -> dict:
         report["memory"][frames] = peak_memory(export, root, out / f"pred{frames}")
     w, h = LONG_SIZE
     report["memory"]["whole_video_uint8_mib"] = {f: f * w * h * 3 / 2**20 for f in (100, long_frames)}
-    (out / "bench.json").write_text(json.dumps(report, indent=2))
-    _print(report, long_frames)
     return report
 
 

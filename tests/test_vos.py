@@ -276,3 +276,25 @@ def test_every_trainable_parameter_gets_a_gradient_from_one_clip(memory, synth_r
     # None: outside the graph (DDP fails on it); a zero gradient is data (e.g. no object absent in this clip)
     silent = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not silent
+
+
+def test_the_real_vos_recipe_parses_and_names_its_inputs(synth_root):
+    """recipes/vos_gated_linear.yaml at its real settings, built on the tiny SAM-2 (no checkpoint offline)."""
+    from glus.model.load import instantiate
+    from glus.train.preflight import required_inputs
+
+    recipe = yaml.safe_load((ROOT / "recipes" / "vos_gated_linear.yaml").read_text())
+    needed = {p for p, _ in required_inputs(recipe)}
+    assert {"checkpoints/sam2/sam2.1_hiera_large.pt", "data/mevis"} <= needed
+    builder = recipe["model"]["init_args"]["builder"]["init_args"]
+    assert builder["memory"]["init_args"] == {"key_dim": 64, "value_dim": 256, "normaliser": "scalar"}
+    assert not builder["train_image_encoder"] and recipe["trainer"]["gradient_clip_val"] == 3.0
+    builder.update(sam_config="tiny", sam_checkpoint=None, sam_image_size=128)
+    recipe["data"]["init_args"].update(root=str(synth_root), num_workers=0, clip={"num_frames": 3, "sam_size": 128})
+    module = instantiate({**recipe["model"], "init_args": {**recipe["model"]["init_args"], "evaluation": None}})
+    memory = module.model.segmenter.memory
+    assert type(memory).__name__ == "GatedLinearMemory" and memory.key_dim == 64 and memory.value_dim == 256
+    assert not any(p.requires_grad for p in module.model.segmenter.sam.image_encoder.parameters())
+    data = instantiate(recipe["data"])
+    data.setup("fit")
+    assert len(data.dataset) > 0

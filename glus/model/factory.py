@@ -76,19 +76,27 @@ def lisa_7b_configs(vocab_size: int = 32003) -> tuple[CLIPVisionConfig, LlamaCon
     return clip, llama
 
 
-def glus_7b_on_meta(sam_config: str = "sam2_hiera_l", lora: bool = True, memory: dict | None = None) -> GLUS:
+def glus_7b_on_meta(sam_config: str = "sam2_hiera_l", lora: bool = True, memory: dict | None = None, *,
+                    sam_image_size: int = 1024, segmenter: dict | None = None, vl: VisionLanguageConfig | None = None,
+                    lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.05, embeddings: str = "all",
+                    loss_weights: LossWeights | None = None, template: str = "published",
+                    dtype: torch.dtype | None = None) -> GLUS:
     """The full-size GLUS (LISA-7B-v1 shapes + SAM-2 Hiera-L at 1024 px) on the meta device: no weights;
-    for parameter counts and trainable-set checks. (SAM-2's Hiera cannot be built on meta: it is built on
-    the CPU, 0.9 GB for Hiera-L, then moved.)"""
+    for parameter counts, trainable-set checks and the cost model (`glus.model.cost`). The keyword arguments
+    are `LisaGLUSBuilder`'s (see `LisaGLUSBuilder.build_on_meta`); `dtype` is the multimodal LM's, as
+    `load_lisa` casts it (SAM-2 stays float32). (SAM-2's Hiera cannot be built on meta: it is built on the CPU,
+    0.9 GB for Hiera-L, then moved.)"""
     clip_cfg, llama_cfg = lisa_7b_configs()
     with torch.device("meta"):
-        mllm = MultimodalLM(CLIPVisionModel(clip_cfg), LlamaForCausalLM(llama_cfg), VisionLanguageConfig())
+        mllm = MultimodalLM(CLIPVisionModel(clip_cfg), LlamaForCausalLM(llama_cfg), vl or VisionLanguageConfig())
         if lora:
-            apply_lora(mllm)
-        set_lm_trainables(mllm, embeddings="all", lm_head=True, projector=True)
-    segmenter = SAM2Segmenter(sam_config, image_size=1024, memory=memory).to("meta")
+            apply_lora(mllm, lora_r, lora_alpha, lora_dropout)
+        set_lm_trainables(mllm, embeddings=embeddings, lm_head=True, projector=True)
+        if dtype is not None:
+            mllm.to(dtype)
+    seg = SAM2Segmenter(sam_config, image_size=sam_image_size, memory=memory, **(segmenter or {})).to("meta")
     with torch.device("meta"):
-        return GLUS(mllm, segmenter)
+        return GLUS(mllm, seg, loss_weights, template=template)
 
 
 class TinyGLUSBuilder:
@@ -152,6 +160,27 @@ class LisaGLUSBuilder:
         if self.clip_folder:
             paths.append((self.clip_folder, how))
         return paths
+
+    def build_on_meta(self):
+        """(GLUS on the meta device with this recipe's settings and LISA-7B-v1's shapes, the tokenizer or None):
+        no checkpoint is read; the tokenizer comes from `lisa_folder` when that folder is present."""
+        from pathlib import Path
+
+        vl = VisionLanguageConfig(pooling=self.pooling, clip_resize=self.clip_resize)
+        model = glus_7b_on_meta(self.sam_config, memory=self.memory, sam_image_size=self.sam_image_size,
+                                segmenter=self.segmenter, vl=vl, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
+                                lora_dropout=self.lora_dropout, embeddings=self.embeddings,
+                                loss_weights=LossWeights(**(self.loss_weights or {})), template=self.template,
+                                dtype=getattr(torch, self.dtype))
+        tokenizer = None
+        if Path(self.lisa_folder).is_dir():
+            from transformers import AutoTokenizer
+
+            from glus.model.mllm import add_glus_tokens
+
+            tokenizer = AutoTokenizer.from_pretrained(self.lisa_folder, local_files_only=True)
+            add_glus_tokens(tokenizer)
+        return model, tokenizer
 
     def build(self):
         from glus.model.mllm.loading import load_lisa

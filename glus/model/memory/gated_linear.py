@@ -20,6 +20,7 @@ GPU kernel (e.g. a chunked linear-attention kernel) would be tested against. Non
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -40,8 +41,12 @@ class GatedLinearState(MemoryState):
 
 def _exact(x: torch.Tensor):
     """The recurrence runs in float32 at least, outside autocast: the state accumulates over a whole video,
-    where bf16/fp16 sums would drift. Returns (dtype, context)."""
-    return torch.promote_types(x.dtype, torch.float32), torch.autocast(x.device.type, enabled=False)
+    where bf16/fp16 sums would drift. Returns (dtype, context). (The meta device, where the cost model runs
+    shapes only, has no autocast.)"""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    if x.device.type == "meta":
+        return dtype, contextlib.nullcontext()
+    return dtype, torch.autocast(x.device.type, enabled=False)
 
 
 class GatedLinearMemory(Memory):
