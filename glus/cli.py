@@ -45,7 +45,7 @@ def _model_summary(args) -> int:
 
 
 def _model_cost(args) -> int:
-    from glus.model.cost import describe, format_costs, model_costs, model_from_recipe, preset_model
+    from glus.eval.cost import describe, format_costs, model_costs, model_from_recipe, preset_model
 
     if args.recipe and args.preset:
         raise GlusError("glus model cost: give --recipe or --preset, not both")
@@ -470,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = model.add_parser("cost", help="FLOPs per expression-frame (faithful loop, engine, sparse mode, the VOS path) "
                          "and per training sample, and memory: counted by running the model's modules on the meta "
-                         "device (glus.model.cost)")
+                         "device (glus.eval.cost)")
     p.add_argument("--recipe", default=None, help="a recipe (GLUS or plain VOS); LISA-7B recipes are built with "
                    "LISA-7B-v1's shapes on the meta device, no checkpoint read")
     p.add_argument("--preset", choices=("glus-7b", "tiny"), default=None, help="instead of --recipe (default glus-7b)")

@@ -1,4 +1,4 @@
-"""The cost model (glus.model.cost): counts against hand counts, meta against CPU, the modes' order, the CLI."""
+"""The cost model (glus.eval.cost): counts against hand counts, meta against CPU, the modes' order, the CLI."""
 import json
 import os
 import subprocess
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import LlamaMLP
 
-from glus.model.cost import (StageCosts, count_flops, format_costs, inference_costs, model_costs, preset_model,
+from glus.eval.cost import (StageCosts, count_flops, format_costs, inference_costs, model_costs, preset_model,
                              training_costs)
 from glus.model.factory import tiny_llama_config
 
@@ -105,7 +105,7 @@ def test_training_costs_count_the_backward(tiny):
 
 
 def test_vos_recipe_counts_the_vos_path():
-    from glus.model.cost import model_from_recipe
+    from glus.eval.cost import model_from_recipe
 
     model, tokenizer, train = model_from_recipe(str(ROOT / "recipes/vos_synthetic.yaml"))
     costs = model_costs(model, tokenizer, train, frames=4)

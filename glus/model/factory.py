@@ -82,7 +82,7 @@ def glus_7b_on_meta(sam_config: str = "sam2_hiera_l", lora: bool = True, memory:
                     loss_weights: LossWeights | None = None, template: str = "published",
                     dtype: torch.dtype | None = None) -> GLUS:
     """The full-size GLUS (LISA-7B-v1 shapes + SAM-2 Hiera-L at 1024 px) on the meta device: no weights;
-    for parameter counts, trainable-set checks and the cost model (`glus.model.cost`). The keyword arguments
+    for parameter counts, trainable-set checks and the cost model (`glus.eval.cost`). The keyword arguments
     are `LisaGLUSBuilder`'s (see `LisaGLUSBuilder.build_on_meta`); `dtype` is the multimodal LM's, as
     `load_lisa` casts it (SAM-2 stays float32). (SAM-2's Hiera cannot be built on meta: it is built on the CPU,
     0.9 GB for Hiera-L, then moved.)"""
