@@ -5,40 +5,18 @@ import torch
 import torch.nn.functional as F
 
 from glus.model.memory.mca import FocalModulation, MCAMemory
-from glus.model.segmenter import SAM2Segmenter
+from tests.test_memory import Case as MemoryCase
 
 SPEC = {"class_path": "glus.model.memory.mca.MCAMemory", "init_args": {"key_dim": 8, "value_dim": 16}}
 VARIANTS = {"e2e": {}, "detached": {"end_to_end": False}, "no_short_term": {"short_term": False},
             "two_heads": {"heads": 2}}
 
 
-class Case:
-    """The memory bound to a tiny segmenter, parameters jittered so zero-initialised parts matter."""
+class Case(MemoryCase):
+    """The contract suite's case (tests/test_memory.py) for MCAMemory with these init_args."""
 
-    def __init__(self, **init_args):
-        torch.manual_seed(init_args.pop("seed", 0))
-        spec = {**SPEC, "init_args": {**SPEC["init_args"], **init_args}}
-        self.segmenter = SAM2Segmenter("tiny", memory=spec).eval()
-        self.memory = self.segmenter.memory
-        sam = self.segmenter.sam
-        self.C, self.H, self.S = sam.hidden_dim, sam.image_size // 16, sam.image_size
-        with torch.no_grad():
-            for p in self.segmenter.parameters():
-                p.add_(torch.randn_like(p) * 0.05)
-
-    def inputs(self, frames: int, batch: int = 1, seed: int = 1):
-        g = torch.Generator().manual_seed(seed)
-        feats = torch.randn(frames, batch, self.C, self.H, self.H, generator=g)
-        pos = torch.randn(batch, self.C, self.H, self.H, generator=g)
-        masks = torch.randn(frames, batch, 1, self.S, self.S, generator=g) * 4
-        return feats, pos, masks
-
-    def run(self, state, order, feats, pos, masks):
-        reads = []
-        for t in order:
-            reads.append(self.memory.read(state, t, feats[t], pos))
-            self.memory.write(state, t, feats[t], masks[t])
-        return reads
+    def __init__(self, seed: int = 0, **init_args):
+        super().__init__({**SPEC, "init_args": {**SPEC["init_args"], **init_args}}, seed=seed)
 
 
 @pytest.fixture(params=sorted(VARIANTS))

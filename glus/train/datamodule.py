@@ -26,6 +26,8 @@ class ResumableSampler(Sampler):
 
 
 class GLUSDataModule(L.LightningDataModule):
+    collate = staticmethod(collate_clips)  # subclasses with other samples (selector, VOS) set their own
+
     def __init__(self, root: str, mix: dict[str, float], batch_size: int = 2, global_batch: int | None = None,
                  steps_per_epoch: int = 100, num_workers: int = 2, seed: int = 0, on_error: str = "fail",
                  clip: ClipSpec | None = None):
@@ -69,5 +71,5 @@ class GLUSDataModule(L.LightningDataModule):
         offset = (self.trainer.global_step if self.trainer else 0) * self.samples_per_step()
         sampler = ResumableSampler(self.total_samples(), offset, rank, world)
         return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler,
-                          collate_fn=collate_clips, num_workers=self.num_workers,
+                          collate_fn=self.collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, multiprocessing_context="fork" if self.num_workers else None)

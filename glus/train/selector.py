@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from glus.data.clips import load_frames
 from glus.data.index import SplitIndex, Video
@@ -23,7 +23,7 @@ from glus.data.samplers import rng_for, train_context_frames
 from glus.errors import GlusError
 from glus.model.selector import ScorePromptBatch, ScorePromptBuilder, SelectorBuilder
 from glus.train.base import TrainingBase
-from glus.train.datamodule import GLUSDataModule, ResumableSampler
+from glus.train.datamodule import GLUSDataModule
 from glus.transforms import clip_input
 
 LABEL_COLUMNS = ("split", "video", "exp_id", "frame_index", "frame_name", "iou", "present")
@@ -192,6 +192,8 @@ def data_root(labels: str | Path) -> Path:
 class SelectorDataModule(GLUSDataModule):
     """Batches of selector samples; the run length, the global batch and the resumable order as GLUSDataModule."""
 
+    collate = staticmethod(collate_samples)
+
     def __init__(self, labels: str, root: str | None = None, batch_size: int = 2, global_batch: int | None = None,
                  steps_per_epoch: int = 100, num_workers: int = 1, seed: int = 0,
                  clip: SelectorClipSpec | dict | None = None, absent_label: float | None = None):
@@ -211,15 +213,6 @@ class SelectorDataModule(GLUSDataModule):
             groups = read_groups(self.labels, self.absent_label)
             splits = {name: load_split(root, name) for name in sorted({g.split for g in groups})}
             self.dataset = SelectorDataset(groups, splits, self.total_samples(), self.clip, self.seed)
-
-    def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        offset = (trainer.global_step if trainer else 0) * self.samples_per_step()
-        sampler = ResumableSampler(self.total_samples(), offset, rank, world)
-        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate_samples,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          multiprocessing_context="fork" if self.num_workers else None)
 
 
 # ---- the LightningModule --------------------------------------------------------------------------------------

@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch.utils.data import DataLoader
 
 from glus.data.vos_clips import VOSClipDataset, VOSClipSpec, collate_vos
 from glus.errors import GlusError
 from glus.model.vos import VOSBuilder, VOSClipBatch
 from glus.train.base import TrainingBase
-from glus.train.datamodule import GLUSDataModule, ResumableSampler
+from glus.train.datamodule import GLUSDataModule
 
 
 @dataclass
@@ -23,6 +22,8 @@ class VOSEvalSpec:
 
 class VOSDataModule(GLUSDataModule):
     """Clips of one training split; run length, global batch and resumable order as GLUSDataModule."""
+
+    collate = staticmethod(collate_vos)
 
     def __init__(self, root: str, split: str = "mevis/train", batch_size: int = 2, global_batch: int | None = None,
                  steps_per_epoch: int = 100, num_workers: int = 1, seed: int = 0,
@@ -38,15 +39,6 @@ class VOSDataModule(GLUSDataModule):
         if self.dataset is None:
             index = load_split(self.root, self.split, on_error=self.on_error)
             self.dataset = VOSClipDataset(index, self.total_samples(), self.clip, self.seed)
-
-    def train_dataloader(self) -> DataLoader:
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        offset = (trainer.global_step if trainer else 0) * self.samples_per_step()
-        sampler = ResumableSampler(self.total_samples(), offset, rank, world)
-        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate_vos,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          multiprocessing_context="fork" if self.num_workers else None)
 
 
 class VOSModule(TrainingBase):
