@@ -306,6 +306,14 @@ def _prediction_args(p: argparse.ArgumentParser, data_help: str = "the split the
     p.add_argument("--root", required=True, help="data root holding one folder per dataset")
 
 
+def _gpu_check(args) -> int:
+    from glus.gpu_check import check
+
+    report = check(Path(args.out), dry=args.dry, device=args.device, data_root=args.data, parts=args.parts)
+    print((Path(args.out) / "gpu.md").read_text())
+    return 1 if report["errors"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from glus.data.formats import FORMATS, SPLIT_NAMES
 
@@ -459,6 +467,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", choices=("glus", "vos", "sparse"),
                    help="run only these parts (repeatable; default: all)")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("gpu-check", help="the one prepared GPU check at the 7B shapes with random weights: training "
+                       "step time and MFU, engine vs faithful loop, streaming memory at 1080p/4K (glus.gpu_check)")
+    p.add_argument("--out", default="runs/gpu", help="writes gpu.json and gpu.md here")
+    p.add_argument("--dry", action="store_true", help="the same script at the tiny shapes on the CPU (a rot check)")
+    p.add_argument("--device", default=None, help="default: cuda (cpu with --dry)")
+    p.add_argument("--data", default=None, help="synthetic training data (default: OUT/data, written if missing)")
+    p.add_argument("--parts", nargs="+", choices=("train", "infer", "stream"), default=["train", "infer", "stream"])
+    p.set_defaults(func=_gpu_check)
 
     model = sub.add_parser("model", help="model inspection").add_subparsers(dest="model_command", required=True)
     p = model.add_parser("summary", help="trainable parameters by module (the 7B shapes on the meta device)")

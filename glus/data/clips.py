@@ -29,6 +29,10 @@ class ClipSpec:
 
 
 def load_frames(video, frame_ids) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB. A video object with a `read_frame(i)` method (one that draws its frames, e.g.
+    `glus.data.generated.GeneratedVideo`) is read through it; others from their frame files."""
+    if hasattr(video, "read_frame"):
+        return np.stack([video.read_frame(i) for i in frame_ids])
     out = []
     for i in frame_ids:
         path = video.frame_path(i)

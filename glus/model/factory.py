@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
@@ -76,27 +78,44 @@ def lisa_7b_configs(vocab_size: int = 32003) -> tuple[CLIPVisionConfig, LlamaCon
     return clip, llama
 
 
-def glus_7b_on_meta(sam_config: str = "sam2_hiera_l", lora: bool = True, memory: dict | None = None, *,
-                    sam_image_size: int = 1024, segmenter: dict | None = None, vl: VisionLanguageConfig | None = None,
-                    lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.05, embeddings: str = "all",
-                    loss_weights: LossWeights | None = None, template: str = "published",
-                    dtype: torch.dtype | None = None) -> GLUS:
+def glus_7b_on_meta(sam_config: str = "sam2_hiera_l", lora: bool = True, memory: dict | None = None, **kw) -> GLUS:
     """The full-size GLUS (LISA-7B-v1 shapes + SAM-2 Hiera-L at 1024 px) on the meta device: no weights;
     for parameter counts, trainable-set checks and the cost model (`glus.eval.cost`). The keyword arguments
-    are `LisaGLUSBuilder`'s (see `LisaGLUSBuilder.build_on_meta`); `dtype` is the multimodal LM's, as
-    `load_lisa` casts it (SAM-2 stays float32). (SAM-2's Hiera cannot be built on meta: it is built on the CPU,
-    0.9 GB for Hiera-L, then moved.)"""
+    are `glus_7b`'s."""
+    return glus_7b("meta", sam_config, lora, memory, **kw)
+
+
+def glus_7b(device, sam_config: str = "sam2_hiera_l", lora: bool = True, memory: dict | None = None, *,
+            sam_image_size: int = 1024, segmenter: dict | None = None, vl: VisionLanguageConfig | None = None,
+            lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.05, embeddings: str = "all",
+            loss_weights: LossWeights | None = None, template: str = "published",
+            dtype: torch.dtype | None = None) -> GLUS:
+    """The full-size GLUS built on `device`: on "meta" without weights, elsewhere with random weights (the
+    modules' own initialisation; for speed and memory checks, never for results). The keyword arguments are
+    `LisaGLUSBuilder`'s (see `LisaGLUSBuilder.build_on_meta`); `dtype` is the multimodal LM's, as `load_lisa`
+    casts it (SAM-2 stays float32). The LM is created in that dtype, so 7B float32 weights never exist.
+    (SAM-2's Hiera cannot be built on meta: it is built on the CPU, 0.9 GB for Hiera-L, then moved.)"""
     clip_cfg, llama_cfg = lisa_7b_configs()
-    with torch.device("meta"):
+    with torch.device(device), _default_dtype(dtype):
         mllm = MultimodalLM(CLIPVisionModel(clip_cfg), LlamaForCausalLM(llama_cfg), vl or VisionLanguageConfig())
         if lora:
             apply_lora(mllm, lora_r, lora_alpha, lora_dropout)
         set_lm_trainables(mllm, embeddings=embeddings, lm_head=True, projector=True)
         if dtype is not None:
             mllm.to(dtype)
-    seg = SAM2Segmenter(sam_config, image_size=sam_image_size, memory=memory, **(segmenter or {})).to("meta")
-    with torch.device("meta"):
+    seg = SAM2Segmenter(sam_config, image_size=sam_image_size, memory=memory, **(segmenter or {})).to(device)
+    with torch.device(device):
         return GLUS(mllm, seg, loss_weights, template=template)
+
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype | None):
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or saved)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)
 
 
 class TinyGLUSBuilder:
@@ -194,6 +213,30 @@ class LisaGLUSBuilder:
         segmenter = SAM2Segmenter(self.sam_config, self.sam_image_size, self.sam_checkpoint, memory=self.memory,
                                   **(self.segmenter or {}))
         return GLUS(mllm, segmenter, LossWeights(**(self.loss_weights or {})), template=self.template), tokenizer
+
+
+class RandomWeightsGLUSBuilder(LisaGLUSBuilder):
+    """`LisaGLUSBuilder`'s model (the same recipe settings, LISA-7B-v1 + SAM-2 shapes) with random weights, built
+    straight on `device`: what `glus gpu-check` trains and runs where no checkpoint is present. The checkpoint
+    paths of the recipe are accepted and not read. The tokenizer is the tiny one (LISA's is not offline); its
+    ids fit LISA's 32003-row embedding. Speed and memory only: never for results."""
+
+    def __init__(self, device: str = "cuda", **kwargs):
+        super().__init__(**kwargs)
+        self.device = device
+
+    def required_paths(self) -> list[tuple[str, str]]:
+        return []
+
+    def build(self):
+        tokenizer = build_tiny_tokenizer()
+        vl = VisionLanguageConfig(pooling=self.pooling, clip_resize=self.clip_resize)
+        model = glus_7b(self.device, self.sam_config, memory=self.memory, sam_image_size=self.sam_image_size,
+                        segmenter=self.segmenter, vl=vl, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
+                        lora_dropout=self.lora_dropout, embeddings=self.embeddings,
+                        loss_weights=LossWeights(**(self.loss_weights or {})), template=self.template,
+                        dtype=getattr(torch, self.dtype))
+        return model, tokenizer
 
 
 def published_glus(mllm: MultimodalLM, sam_config: str = "sam2_hiera_l", sam_image_size: int = 1024,

@@ -39,14 +39,24 @@ def render(scene: Scene, rng: np.random.Generator) -> tuple[list[np.ndarray], li
     """Frames (uint8 RGB, H x W x 3) and label maps (uint8, H x W) for every frame."""
     bg = background(scene.width, scene.height, rng)
     frames, labels = [], []
-    order = sorted(scene.objects, key=lambda o: o.z)
     for t in range(scene.num_frames):
-        image = (bg + rng.normal(0, 4, bg.shape)).clip(0, 255).astype(np.uint8)
-        label = np.zeros((scene.height, scene.width), dtype=np.uint8)
-        for obj in order:
-            colour = COLOURS.get(obj.colour, GREY)
-            _draw(image, obj, t, tuple(int(c) for c in colour))
-            _draw(label, obj, t, obj.obj_id + 1)
-        frames.append(np.ascontiguousarray(image))
+        image, label = draw_frame(scene, bg, t, rng.normal(0, 4, bg.shape))
+        frames.append(image)
         labels.append(label)
     return frames, labels
+
+
+def draw_frame(scene: Scene, bg: np.ndarray, t: int, noise: np.ndarray | None = None,
+               labels: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Frame t of a scene over the background `bg` (float, + `noise`; or uint8): (uint8 RGB image, label map
+    or None)."""
+    if noise is None and bg.dtype == np.uint8:  # a background converted once (GeneratedVideo)
+        image = np.array(bg, order="C")
+    else:
+        image = np.ascontiguousarray(((bg + noise) if noise is not None else bg).clip(0, 255).astype(np.uint8))
+    label = np.zeros((scene.height, scene.width), dtype=np.uint8) if labels else None
+    for obj in sorted(scene.objects, key=lambda o: o.z):
+        _draw(image, obj, t, tuple(int(c) for c in COLOURS.get(obj.colour, GREY)))
+        if label is not None:
+            _draw(label, obj, t, obj.obj_id + 1)
+    return np.ascontiguousarray(image), label

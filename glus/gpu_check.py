@@ -1,0 +1,440 @@
+"""`glus gpu-check` / `make gpu-check`: the one prepared check of what only a GPU can show, at the 7B shapes with
+random weights (LISA-7B-v1 + SAM-2 Hiera-L at 1024 px; `RandomWeightsGLUSBuilder`), in three parts:
+
+1. train: the GLUS-S recipe's training (`recipes/glus_standard.yaml`: bf16, LoRA, gradient checkpointing,
+   its DeepSpeed ZeRO-2 strategy, 4 + 4 frames, micro-batch 2, up to 3 expressions per clip) for a few steps
+   on synthetic clips: seconds per step, clips and expressions per second, model FLOPs utilisation (the cost
+   model's FLOPs of the clips trained, without the recomputation of checkpointing, over the GPU's dense bf16
+   peak), peak device memory;
+2. infer: a 32-frame 480p video with 4 expressions through the engine and the faithful loop: expression-frames
+   per second of both, the speed-up, and their masks' agreement (IoU of the thresholded low-resolution masks
+   per expression-frame; the same weights in both, so only rounding differs);
+3. stream: 1,000 frames at 1080p and at 4K through the engine, masks upsampled to the frame as `glus predict`
+   writes them: peak device memory after 100 frames and after the last one, and frames per second.
+
+Each part runs in a process of its own (its peak memory is its own, and a part that fails is reported without
+losing the others) and writes OUT/part_<name>.json; the parent merges them into OUT/gpu.json and OUT/gpu.md.
+`--dry` runs the same code at the tiny shapes on the CPU (the synthetic recipe, CPU ZeRO-2, short videos at an
+eighth of the sizes), which is how the test suite keeps this script from rotting; its figures mean nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+PARTS = ("train", "infer", "stream")
+EXPRESSIONS = ("the red circle moving left", "the blue square", "the object that rises and falls",
+               "the green triangle behind the bar")
+# dense bf16 tensor-core peaks from the datasheets (TFLOP/s), by a name fragment of torch.cuda.get_device_name
+PEAK_BF16_TFLOPS = (("H200", 989.4), ("H100 PCIe", 756.0), ("H100", 989.4), ("A100", 312.0), ("L40S", 362.1),
+                    ("A6000", 154.8), ("4090", 165.2))
+
+
+@dataclass(frozen=True)
+class CheckShapes:
+    name: str
+    recipe: str
+    train_warmup: int            # steps not timed (allocator, autotuning, DeepSpeed buckets)
+    train_steps: int             # steps timed
+    infer_frames: int
+    infer_size: tuple[int, int]  # (W, H)
+    infer_expressions: int
+    stream_frames: int
+    stream_sizes: dict = field(default_factory=dict)  # label -> (W, H)
+    stream_mark: int = 100       # memory is read after this many frames and after the last
+
+
+FULL = CheckShapes("7b", "recipes/glus_standard.yaml", 2, 6, 32, (854, 480), 4, 1000,
+                   {"1080p": (1920, 1080), "4k": (3840, 2160)}, 100)
+DRY = CheckShapes("tiny", "recipes/synthetic.yaml", 1, 2, 6, (160, 90), 2, 12,
+                  {"1080p/8": (240, 135), "4k/8": (480, 270)}, 4)
+
+
+# ---- measuring ------------------------------------------------------------------------------------------
+
+class PeakMemory:
+    """Peak device memory on CUDA (the caching allocator's allocated bytes); on the CPU the process' resident
+    set, sampled whenever `read` is called (a dry run's figure, not a peak)."""
+
+    def __init__(self, device: str):
+        import torch
+
+        self.cuda = device.startswith("cuda")
+        self.torch, self.host = torch, 0
+        self.reset()
+
+    def reset(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            self.torch.cuda.reset_peak_memory_stats()
+        self.host = _rss()
+
+    def read(self) -> int:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            return int(self.torch.cuda.max_memory_allocated())
+        self.host = max(self.host, _rss())
+        return self.host
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def peak_tflops(device: str) -> tuple[str, float | None]:
+    """(device name, dense bf16 peak in TFLOP/s or None when unknown: then no utilisation is given)."""
+    if not device.startswith("cuda"):
+        import platform
+
+        return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)", None
+    import torch
+
+    name = torch.cuda.get_device_name()
+    return name, next((peak for fragment, peak in PEAK_BF16_TFLOPS if fragment in name), None)
+
+
+# ---- building -------------------------------------------------------------------------------------------
+
+def load_recipe(shapes: CheckShapes) -> dict:
+    import yaml
+
+    return yaml.safe_load(Path(shapes.recipe).read_text())
+
+
+def builder_spec(shapes: CheckShapes, recipe: dict, device: str) -> dict:
+    """The recipe's builder; at the 7B shapes the same settings with random weights on `device`."""
+    spec = recipe["model"]["init_args"]["builder"]
+    if shapes.name == "7b":
+        spec = {"class_path": "glus.model.factory.RandomWeightsGLUSBuilder",
+                "init_args": {**spec["init_args"], "device": device}}
+    return spec
+
+
+def inference_model(shapes: CheckShapes, device: str):
+    """(model in eval mode on `device`, bf16 on CUDA as `glus predict --precision auto`, tokenizer)."""
+    import torch
+
+    from glus.model.load import instantiate
+
+    model, tokenizer = instantiate(builder_spec(shapes, load_recipe(shapes), device)).build()
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return model.to(device, dtype).eval(), tokenizer
+
+
+# ---- part 1: training -----------------------------------------------------------------------------------
+
+def train_part(shapes: CheckShapes, device: str, data_root: Path) -> dict:
+    import lightning as L
+
+    from glus.model.load import instantiate
+
+    recipe = load_recipe(shapes)
+    model_args = recipe["model"]["init_args"]
+    model_args.update(builder=builder_spec(shapes, recipe, device), evaluation=None, gradient_checkpointing=True)
+    data_args = recipe["data"]["init_args"]
+    data_args.update(root=str(data_root), mix={"mevis/train": 1.0}, global_batch=None, steps_per_epoch=10_000,
+                     num_workers=min(int(data_args.get("num_workers", 1)), os.cpu_count() or 1))
+    module, data = instantiate(recipe["model"]), instantiate(recipe["data"])
+    timer = StepTimer(device)
+    steps = shapes.train_warmup + shapes.train_steps
+    trainer = L.Trainer(accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1,
+                        strategy=_strategy(recipe, device), max_steps=steps,
+                        precision="bf16-mixed" if device.startswith("cuda") else "32-true",
+                        gradient_clip_val=recipe["trainer"].get("gradient_clip_val"), logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0)
+    memory = PeakMemory(device)
+    trainer.fit(module, data)
+    timed = timer.times[shapes.train_warmup:]
+    per_step = sorted(timed)[len(timed) // 2]
+    clips = data_args["batch_size"]
+    expressions = timer.expressions[shapes.train_warmup:]
+    out = {"steps_timed": len(timed), "seconds_per_step": per_step, "clips_per_step": clips,
+           "clips_per_s": clips / per_step, "expressions_per_clip": sum(expressions) / len(expressions) / clips,
+           "peak_memory_bytes": memory.read(), "strategy": type(trainer.strategy).__name__,
+           "precision": trainer.precision, "losses_finite": timer.finite}
+    out["expressions_per_s"] = out["clips_per_s"] * out["expressions_per_clip"]
+    out.update(_utilisation(shapes, recipe, device, timer, per_step, timed))
+    return out
+
+
+class StepTimer:
+    """Wall time of every optimiser step (accumulation 1), the device synchronised at both ends, and the
+    expressions of each step's batch (the FLOPs depend on them)."""
+
+    def __new__(cls, device: str):
+        import lightning as L
+
+        class _Timer(L.Callback):
+            def __init__(self):
+                self.times, self.expressions, self.per_clip, self.finite = [], [], [], True
+
+            def on_train_batch_start(self, trainer, module, batch, batch_idx):
+                sync(device)
+                self.start = time.perf_counter()
+                counts = batch["video_index"].bincount().tolist()
+                self.expressions.append(sum(counts))
+                self.per_clip.append(counts)
+
+            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+                sync(device)
+                self.times.append(time.perf_counter() - self.start)
+                loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+                self.finite = self.finite and bool(loss.isfinite())
+
+        return _Timer()
+
+
+def _strategy(recipe: dict, device: str):
+    """The recipe's DeepSpeed configuration; on the CPU through `CPUDeepSpeedStrategy` (gloo)."""
+    config = recipe["trainer"].get("strategy", {}).get("init_args", {}).get("config", "recipes/deepspeed/zero2.json")
+    if device.startswith("cuda"):
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+
+        return DeepSpeedStrategy(config=config)
+    from glus.train.strategy import CPUDeepSpeedStrategy
+
+    return CPUDeepSpeedStrategy(config=config)
+
+
+def _utilisation(shapes: CheckShapes, recipe: dict, device: str, timer, per_step: float, timed: list) -> dict:
+    """FLOPs of the timed steps from the cost model (forward + backward of each clip at its expression count,
+    gradient checkpointing's recomputation not counted: model FLOPs), over the time, over the peak."""
+    from glus.eval.cost import training_costs
+    from glus.model.load import instantiate
+
+    builder = instantiate(builder_spec(shapes, recipe, "meta"))
+    model, tokenizer = builder.build_on_meta() if hasattr(builder, "build_on_meta") else builder.build()
+    args = recipe["model"]["init_args"]
+    cost = {}
+    flops = 0.0
+    for counts in timer.per_clip[shapes.train_warmup:]:
+        for e in counts:
+            if e not in cost:
+                cost[e] = training_costs(model, tokenizer, args.get("num_context", 4), args.get("num_query", 4),
+                                         expressions=e)["total"]
+            flops += cost[e]
+    achieved = flops / sum(timed)
+    name, peak = peak_tflops(device)
+    return {"device": name, "model_tflop_per_step": flops / len(timed) / 1e12, "achieved_tflops": achieved / 1e12,
+            "peak_tflops": peak, "mfu": achieved / (peak * 1e12) if peak else None}
+
+
+# ---- part 2: inference, engine vs faithful loop ---------------------------------------------------------
+
+def infer_part(shapes: CheckShapes, device: str) -> dict:
+    from glus.data.generated import GeneratedVideo
+    from glus.infer.engine import ENGINES
+
+    model, tokenizer = inference_model(shapes, device)
+    video = GeneratedVideo(shapes.infer_frames, *shapes.infer_size, seed=1)
+    texts = list(EXPRESSIONS[:shapes.infer_expressions])
+    warm = GeneratedVideo(2, *shapes.infer_size, seed=9)
+    out, masks = {}, {}
+    for mode, cls in ENGINES.items():
+        engine = cls(model, tokenizer)
+        for _ in engine.run(warm, texts[:1]):  # kernels chosen and memory pooled before timing
+            pass
+        memory = PeakMemory(device)
+        start = time.perf_counter()
+        masks[mode] = {}
+        for result in engine.run(video, texts):
+            low = (result.logits > 0).cpu()  # on the host, as glus predict writes it
+            for k, e in enumerate(result.expressions):
+                masks[mode][e, result.frame] = low[k]
+        sync(device)
+        seconds = time.perf_counter() - start
+        out[mode] = {"seconds": seconds, "expression_frames_per_s": len(texts) * shapes.infer_frames / seconds,
+                     "peak_memory_bytes": memory.read()}
+    out["speedup"] = out["engine"]["expression_frames_per_s"] / out["faithful"]["expression_frames_per_s"]
+    out.update(agreement(masks["engine"], masks["faithful"]))
+    out.update(frames=shapes.infer_frames, size=list(shapes.infer_size), expressions=len(texts))
+    return out
+
+
+def agreement(a: dict, b: dict) -> dict:
+    """IoU per expression-frame (empty against empty counts 1), its mean and minimum, and the foreground share
+    (random weights may give empty or full masks, which agree trivially: the share says which)."""
+    import torch
+
+    if a.keys() != b.keys():
+        raise ValueError("the two modes segmented different expression-frames")
+    ious, fg = [], []
+    for key in a:
+        inter, union = int((a[key] & b[key]).sum()), int((a[key] | b[key]).sum())
+        ious.append(inter / union if union else 1.0)
+        fg.append(float(a[key].float().mean()))
+    return {"iou_mean": sum(ious) / len(ious), "iou_min": min(ious),
+            "foreground_share": float(torch.tensor(fg).mean())}
+
+
+# ---- part 3: streaming at 1080p and 4K ------------------------------------------------------------------
+
+def stream_part(shapes: CheckShapes, device: str) -> dict:
+    from glus.data.generated import GeneratedVideo
+    from glus.infer.engine import StreamingEngine
+
+    model, tokenizer = inference_model(shapes, device)
+    engine = StreamingEngine(model, tokenizer)
+    out = {}
+    for label, (w, h) in shapes.stream_sizes.items():
+        video = GeneratedVideo(shapes.stream_frames, w, h, seed=2)
+        memory = PeakMemory(device)
+        start, at_mark = time.perf_counter(), None
+        for i, result in enumerate(engine.run(video, list(EXPRESSIONS[:1])), 1):
+            result.masks_at(model, h, w).cpu()  # the full-size mask, as glus predict writes it
+            if i == shapes.stream_mark:
+                at_mark = memory.read()
+        sync(device)
+        seconds = time.perf_counter() - start
+        at_end = memory.read()
+        out[label] = {"size": [w, h], "frames": shapes.stream_frames, "frames_per_s": shapes.stream_frames / seconds,
+                      "peak_memory_at_mark_bytes": at_mark, "peak_memory_bytes": at_end,
+                      "mark": shapes.stream_mark, "growth": at_end / at_mark if at_mark else None}
+    return out
+
+
+# ---- orchestration --------------------------------------------------------------------------------------
+
+def run_part(part: str, shapes: CheckShapes, device: str, data_root: Path) -> dict:
+    if part == "train":
+        return train_part(shapes, device, data_root)
+    if part == "infer":
+        return infer_part(shapes, device)
+    return stream_part(shapes, device)
+
+
+def ensure_data(data_root: Path) -> Path:
+    if not (data_root / "mevis" / "train" / "meta_expressions.json").is_file():
+        from glus.data.synth import write_synthetic
+
+        write_synthetic(data_root, seed=0, videos=16, progress=False)
+    return data_root
+
+
+def check(out: Path, dry: bool = False, device: str | None = None, data_root: Path | None = None,
+          parts=PARTS, timeout: float | None = None) -> dict:
+    """Run the parts, each in its own process, and write OUT/gpu.json and OUT/gpu.md."""
+    import torch
+
+    device = device or ("cpu" if dry else "cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("gpu-check: no CUDA device here. Fix: run it on a GPU machine, or `make gpu-check DRY=1` "
+                         "(the same script at the tiny shapes on the CPU)")
+    out.mkdir(parents=True, exist_ok=True)
+    data_root = ensure_data(Path(data_root or out / "data"))
+    report = {"shapes": "tiny (dry run: figures mean nothing)" if dry else "7b", "device": peak_tflops(device)[0],
+              "torch": torch.__version__, "cuda": torch.version.cuda, "parts": {}, "errors": {}}
+    for part in parts:
+        result = out / f"part_{part}.json"
+        result.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "glus.gpu_check", "--part", part, "--out", str(out), "--device", device,
+               "--data", str(data_root)] + (["--dry"] if dry else [])
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        print(f"gpu-check {part}: {time.perf_counter() - start:.0f} s", flush=True)
+        if proc.returncode == 0 and result.is_file():
+            report["parts"][part] = json.loads(result.read_text())
+        else:
+            report["errors"][part] = f"exit {proc.returncode}: {proc.stderr[-3000:]}"
+            print(report["errors"][part], file=sys.stderr)
+        _write(out, report, shapes=DRY if dry else FULL)
+    return report
+
+
+def _write(out: Path, report: dict, shapes: CheckShapes) -> None:
+    from glus.io import atomic_write_json, atomic_write_text
+
+    report["settings"] = asdict(shapes)
+    atomic_write_json(out / "gpu.json", report)
+    atomic_write_text(out / "gpu.md", format_report(report))
+
+
+def _gib(n) -> str:
+    return "-" if n is None else f"{n / 2**30:.2f} GiB"
+
+
+def _num(x, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _sig(x) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def format_report(report: dict) -> str:
+    parts = report["parts"]
+    recipe = report.get("settings", {}).get("recipe", "")
+    lines = [f"# glus gpu-check on {report['device']} (torch {report['torch']}), shapes: {report['shapes']}", ""]
+    if "train" in parts:
+        t = parts["train"]
+        lines += [f"## Training: random weights, the settings of {recipe} ({t['strategy']}, {t['precision']})", "",
+                  "| s/step | clips/s | expressions/s | model TFLOP/step | achieved TFLOP/s | MFU | peak memory |",
+                  "|---|---|---|---|---|---|---|",
+                  f"| {_num(t['seconds_per_step'], 3)} | {_num(t['clips_per_s'])} | {_num(t['expressions_per_s'])} | "
+                  f"{_sig(t['model_tflop_per_step'])} | {_sig(t['achieved_tflops'])} | "
+                  f"{_pct(t['mfu'])} | "
+                  f"{_gib(t['peak_memory_bytes'])} |", ""]
+    if "infer" in parts:
+        i = parts["infer"]
+        lines += [f"## Inference: {i['frames']} frames at {i['size'][0]}x{i['size'][1]}, {i['expressions']} "
+                  "expressions", "", "| mode | expression-frames/s | peak memory |", "|---|---|---|"]
+        lines += [f"| {m} | {_num(i[m]['expression_frames_per_s'])} | {_gib(i[m]['peak_memory_bytes'])} |"
+                  for m in ("engine", "faithful")]
+        lines += ["", f"Engine speed-up {_num(i['speedup'])}x; masks agree at IoU mean {_num(i['iou_mean'], 4)}, "
+                  f"min {_num(i['iou_min'], 4)} (foreground share {_num(i['foreground_share'], 3)}).", ""]
+    if "stream" in parts:
+        lines += ["## Streaming (the engine, one expression)", "",
+                  "| size | frames | frames/s | peak memory after N frames | peak memory at the end | growth |",
+                  "|---|---|---|---|---|---|"]
+        for label, s in parts["stream"].items():
+            lines.append(f"| {label} ({s['size'][0]}x{s['size'][1]}) | {s['frames']} | {_num(s['frames_per_s'])} | "
+                         f"{_gib(s['peak_memory_at_mark_bytes'])} (N={s['mark']}) | {_gib(s['peak_memory_bytes'])} | "
+                         f"{_num(s['growth'], 3)} |")
+        lines.append("")
+    for part, error in report["errors"].items():
+        lines += [f"**{part} failed**: `{error.strip().splitlines()[-1] if error.strip() else error}`", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The per-part entry (`python -m glus.gpu_check --part NAME ...`), run by `check` in a child process."""
+    p = argparse.ArgumentParser(prog="python -m glus.gpu_check")
+    p.add_argument("--part", choices=PARTS, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--data", required=True)
+    p.add_argument("--dry", action="store_true")
+    args = p.parse_args(argv)
+    if args.dry:
+        import torch
+
+        torch.manual_seed(0)
+    result = run_part(args.part, DRY if args.dry else FULL, args.device, Path(args.data))
+    from glus.io import atomic_write_json
+
+    atomic_write_json(Path(args.out) / f"part_{args.part}.json", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
