@@ -163,6 +163,10 @@ def _predict(args) -> int:
     if keyframes:
         print(keyframes.describe())
     model, tokenizer, recipe = _load_for_inference(args)
+    if args.compile:
+        from glus.infer.compile import compile_hot_spots
+
+        print(f"torch.compile ({args.compile}): {', '.join(compile_hot_spots(model, backend=args.compile))}")
     vos_model = None
     if args.mode == "sparse" or args.vos:
         if not (args.mode == "sparse" and args.vos):
@@ -371,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "backward from it; expressions missing from FILE start at their first frame")
     _shard_arg(p)
     p.add_argument("--batch-expressions", type=int, default=16, help="expressions of a video decoded together")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile the mask decoder and memory attention in place (default backend: inductor; "
+                   "the first frames wait for the compiler)")
     p.add_argument("--window", type=int, default=4, help="query frames per window (stride 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_predict)

@@ -1,4 +1,5 @@
 """The inference engine against the published loop, predict's resume after kill -9, and sharded prediction."""
+import json
 import os
 import signal
 import subprocess
@@ -146,18 +147,21 @@ def test_predict_resumes_after_kill_and_never_counts_a_partial_expression(setup,
     assert read_tree(out) == read_tree(reference)
 
 
-def test_shards_run_concurrently_and_merge_to_the_single_process_output(setup, reference):
+def test_torchrun_shards_merge_to_the_single_process_output(setup, reference):
+    """`torchrun --nproc_per_node=2 -m glus predict`: the real launcher (standalone rendezvous), two ranks at
+    once; every expression is written by exactly one rank, and the union equals the single-process output."""
     base, index, export, _, _ = setup
     shards = assign_videos(index, 2)
     assert sorted(shards[0] + shards[1]) == sorted(index.videos) and not set(shards[0]) & set(shards[1])
-    out = base / "sharded"
-    logs = [base / f"sharded.rank{r}.log" for r in range(2)]
-    # stderr to files, not pipes: a pipe nobody reads while waiting blocks its writer once its buffer is full
-    procs = [subprocess.Popen(_predict_cmd(export, base / "data", out, "--batch-expressions", "1"), cwd=ROOT,
-                              env={**ONE_THREAD, "RANK": str(r), "WORLD_SIZE": "2"},
-                              stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-             for r, log in enumerate(logs)]
-    for p, log in zip(procs, logs):
-        assert p.wait(timeout=600) == 0, log.read_text()[-2000:]
-    assert sorted(x.name for x in out.glob("_predict.*")) == ["_predict.rank0of2.json", "_predict.rank1of2.json"]
+    out, log = base / "sharded", base / "torchrun.log"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "glus",
+           *_predict_cmd(export, base / "data", out, "--batch-expressions", "1")[3:]]
+    # output to a file, not a pipe: a pipe nobody reads while waiting blocks its writer once its buffer is full
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=ONE_THREAD, stdout=sink, stderr=subprocess.STDOUT)
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    summaries = [json.loads(f.read_text()) for f in sorted(out.glob("_predict.*"))]
+    assert [tuple(s["shard"]) for s in summaries] == [(0, 2), (1, 2)]
+    written = sum(s["expressions_written"] for s in summaries)
+    assert written == len(index.expressions) and all(s["expressions_skipped"] == 0 for s in summaries)
     assert read_tree(out) == read_tree(reference)
