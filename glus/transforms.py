@@ -17,11 +17,17 @@ def to_tensor(frames_THWC: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x
 
 
+def normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """(x - mean) / std per channel, on x's device (frames may be resized on the GPU)."""
+    mean, std = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (mean, std))
+    return (x - mean) / std
+
+
 def resize_normalise(frames_THWC, size: int, mean, std, mode: str) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float (T, 3, size, size). The whole frame is resized (no crop), antialiased."""
     x = to_tensor(frames_THWC).permute(0, 3, 1, 2).float() / 255.0
     x = F.interpolate(x, size=(size, size), mode=mode, align_corners=False, antialias=True).clamp(0, 1)
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    return normalise(x, mean, std)
 
 
 def clip_input(frames_THWC, size: int = 224, resize: str = "crop") -> torch.Tensor:
@@ -41,7 +47,7 @@ def clip_input(frames_THWC, size: int = 224, resize: str = "crop") -> torch.Tens
     x = F.interpolate(x, size=new_hw, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
     top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
     x = x[..., top:top + size, left:left + size]
-    return (x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return normalise(x, CLIP_MEAN, CLIP_STD)
 
 
 def sam_input(frames_THWC, size: int = 1024) -> torch.Tensor:

@@ -29,6 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from glus.data.clips import load_frames
@@ -66,6 +67,15 @@ class VideoState:
         return len(self.video.frames)
 
 
+def to_device(frames: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 frames onto the device, where they are resized (at 4K a host resize costs more than the encoders). On
+    CUDA through pinned memory without blocking: the host does not wait for the device's queued work."""
+    x = torch.as_tensor(frames)
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
 def pass_frames(num_frames: int, start: int, reverse: bool) -> list[int]:
     """The frames of one pass, in the order they are segmented."""
     if not 0 <= start < num_frames:
@@ -94,11 +104,11 @@ class _Base(ABC):
 
     def _clip_tokens(self, frames_THWC) -> torch.Tensor:
         mllm = self.model.mllm
-        return mllm.encode_frames(mllm.preprocess(frames_THWC))
+        return mllm.encode_frames(mllm.preprocess(to_device(frames_THWC, self.device)))
 
     def _sam_features(self, frame_HWC):
         seg = self.model.segmenter
-        return seg.encode_image(seg.preprocess(frame_HWC[None]).to(self.device, self.dtype))
+        return seg.encode_image(seg.preprocess(to_device(frame_HWC, self.device)[None]).to(self.device, self.dtype))
 
     def _prompt(self, seg_hidden_ED: torch.Tensor) -> torch.Tensor:
         return self.model.seg_prompts(seg_hidden_ED)[:, None]
@@ -129,6 +139,11 @@ class StreamingEngine(_Base):
         if rounds not in state.suffixes:
             parts = [self.prompts.split_for_cache(t, rounds)[1] for t in state.texts]
             ids, mask = pad_right(parts, self.prompts.tok.pad_token_id)
+            # checked here, once per window length, not by `embed` every frame (a device-to-host sync)
+            slots = (ids == self.model.mllm.image_token_id).sum(1)
+            if not bool((slots == rounds * self.model.mllm.tokens_per_frame()).all()):
+                raise ValueError(f"a {rounds}-frame window's prompt holds {slots.tolist()} image slots, not "
+                                 f"{rounds} x {self.model.mllm.tokens_per_frame()}")
             last = torch.tensor([len(p) - 1 for p in parts], device=self.device)
             state.suffixes[rounds] = (ids.to(self.device), mask.to(self.device), last)
         return state.suffixes[rounds]
@@ -141,7 +156,7 @@ class StreamingEngine(_Base):
         memory = self._reset_memory(state, start, reverse)
         recent: dict[int, torch.Tensor] = {}  # CLIP tokens of the frames the window still needs
         for i, t in enumerate(order):
-            frame = load_frames(state.video, [t])[0]
+            frame = to_device(load_frames(state.video, [t])[0], self.device)  # once, for both encoders
             recent[t] = self._clip_tokens(frame[None])[0]
             frames = query_window(order, i, self.window)
             recent = {f: v for f, v in recent.items() if f in frames}
@@ -149,8 +164,8 @@ class StreamingEngine(_Base):
             attention = torch.cat([mask.new_ones(E, state.prefix_len), mask], 1)
             visual = torch.stack([recent[f] for f in frames])[None].expand(E, -1, -1, -1)
             try:
-                hidden, _ = mllm.hidden_states(mllm.embed(ids, visual), attention, past_key_values=state.prefix_cache,
-                                               use_cache=True)
+                hidden, _ = mllm.hidden_states(mllm.embed(ids, visual, check=False), attention,
+                                               past_key_values=state.prefix_cache, use_cache=True)
             finally:  # drop the window's keys, even on an error: the next window reuses the prefix alone
                 state.prefix_cache.crop(state.prefix_len - state.prefix_cache.get_seq_length())
             prompt = self._prompt(hidden[rows, last])

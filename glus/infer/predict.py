@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from rich.progress import (
     BarColumn,
@@ -135,17 +136,46 @@ def _results(num_frames: int, start: int, n: int, mode: str) -> int:
     return per_pass * (n if mode == "faithful" else 1)
 
 
+class HostCopy:
+    """A device tensor's copy to the host, started now and waited for later: on CUDA into pinned memory with an
+    event, so that the masks of frame t are written while the device computes frame t + 1."""
+
+    def __init__(self, t: torch.Tensor):
+        self.event = None
+        if t.device.type == "cuda":
+            self.host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            self.host.copy_(t, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = t
+
+    def numpy(self) -> np.ndarray:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host.numpy()
+
+
 def _predict_chunk(engine, video, pending, start: int, advance) -> None:
     folders = [start_partial(f) for _, f in pending]
     state = engine.open(video, [e.text for e, _ in pending])
+
+    def write(frame: int, expressions: list[int], masks: HostCopy) -> None:
+        for i, mask in zip(expressions, masks.numpy()):
+            write_mask(folders[i], video.frames[frame], mask)
+
+    waiting = None  # the previous frame's masks, written once this frame's work is queued on the device
     for reverse in ((False, True) if start > 0 else (False,)):
         for result in engine.propagate(state, start, reverse):
             advance()
             if reverse and result.frame == start:  # the key frame's mask is the forward pass'
                 continue
-            masks = result.masks_at(engine.model, video.height, video.width).cpu().numpy()
-            for i, mask in zip(result.expressions, masks):
-                write_mask(folders[i], video.frames[result.frame], mask)
+            copy = HostCopy(result.masks_at(engine.model, video.height, video.width))
+            if waiting:
+                write(*waiting)
+            waiting = (result.frame, result.expressions, copy)
+    if waiting:
+        write(*waiting)
     for (_, final), folder in zip(pending, folders):
         written = len(list(folder.glob("*.png")))
         if written != len(video.frames):  # every frame once, under its own name: never commit less
