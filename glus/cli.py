@@ -117,7 +117,9 @@ def _load_for_inference(args, kind: str = "glus"):
                 "vos": "a plain VOS export (glus fit --config recipes/vos*.yaml)"}
         raise GlusError(f"--ckpt {args.ckpt} is {what[have]}: this command needs {need[kind]}. Fix: give it to "
                         f"{use[have]}, or pass the other export here")
-    return model.to(device, dtype), tokenizer, recipe
+    from glus.model.precision import for_inference
+
+    return for_inference(model, device, dtype), tokenizer, recipe
 
 
 def _vos(args) -> int:

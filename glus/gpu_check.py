@@ -131,10 +131,11 @@ def inference_model(shapes: CheckShapes, device: str):
     import torch
 
     from glus.model.load import instantiate
+    from glus.model.precision import for_inference
 
     model, tokenizer = instantiate(builder_spec(shapes, load_recipe(shapes), device)).build()
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return model.to(device, dtype).eval(), tokenizer
+    return for_inference(model, device, dtype).eval(), tokenizer
 
 
 # ---- part 1: training -----------------------------------------------------------------------------------

@@ -108,7 +108,7 @@ class _Base(ABC):
 
     def _sam_features(self, frame_HWC):
         seg = self.model.segmenter
-        return seg.encode_image(seg.preprocess(to_device(frame_HWC, self.device)[None]).to(self.device, self.dtype))
+        return seg.encode_image(seg.preprocess(to_device(frame_HWC, self.device)[None]))  # in its own dtype
 
     def _prompt(self, seg_hidden_ED: torch.Tensor) -> torch.Tensor:
         return self.model.seg_prompts(seg_hidden_ED)[:, None]

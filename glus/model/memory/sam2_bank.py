@@ -187,7 +187,7 @@ class SAM2MemoryBank(Memory):
         if sam.add_tpos_enc_to_obj_ptrs:
             dim = C if sam.proj_tpos_enc_in_obj_ptrs else sam.mem_dim
             pos = get_1d_sine_pe(torch.tensor(positions, device=ptrs.device) / (max_ptrs - 1), dim=dim)
-            pos = sam.obj_ptr_tpos_proj(pos).unsqueeze(1).expand(-1, batch, sam.mem_dim)
+            pos = sam.obj_ptr_tpos_proj(pos.to(ptrs.dtype)).unsqueeze(1).expand(-1, batch, sam.mem_dim)
         else:
             pos = ptrs.new_zeros(len(positions), batch, sam.mem_dim)
         if sam.mem_dim < C:
@@ -220,11 +220,13 @@ class SAM2MemoryBank(Memory):
         scores = object_score_logits_B1
         if not self.no_object_embedding or scores is None:
             scores = mask_logits_B1SS.new_ones(mask_logits_B1SS.size(0), 1)
+        dtype = feat_BCHW.dtype  # the weights' (float32 logits would meet bfloat16 convolutions under bf16)
         with torch.set_grad_enabled(self.end_to_end and torch.is_grad_enabled()):
             features, pos_enc = sam._encode_new_memory(
                 current_vision_feats=[_seq(feat_BCHW)], feat_sizes=[tuple(feat_BCHW.shape[-2:])],
-                pred_masks_high_res=mask_logits_B1SS, object_score_logits=scores, is_mask_from_pts=False)
-        return features, pos_enc[-1]
+                pred_masks_high_res=mask_logits_B1SS.to(dtype), object_score_logits=scores.to(dtype),
+                is_mask_from_pts=False)
+        return features.to(dtype), pos_enc[-1].to(dtype)
 
     def _prune(self, state: SAM2BankState, t: int) -> None:
         """Drop what no step after t can select: bounded memory on long videos."""

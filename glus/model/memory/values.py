@@ -37,7 +37,8 @@ class MaskValueEncoder(nn.Module):
                 others_B1SS: torch.Tensor | None = None) -> torch.Tensor:
         """(B, value_dim, H, W). `others_B1SS` (probabilities) is None where batch items are not objects of one
         video; the others' channel then reads an empty mask, as for a video with a single object."""
-        prob = mask_logits_B1SS.float().sigmoid()
-        others = torch.zeros_like(prob) if others_B1SS is None else others_B1SS
+        dtype = self.feat_proj.weight.dtype  # probabilities from float32 logits, in the weights' dtype
+        prob = mask_logits_B1SS.float().sigmoid().to(dtype)
+        others = torch.zeros_like(prob) if others_B1SS is None else others_B1SS.to(dtype)
         x = self.feat_proj(feat_BCHW) + self.mask(prob) + self.others(others)
         return self.fuser(x)

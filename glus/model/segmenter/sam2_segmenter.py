@@ -5,6 +5,8 @@ object that `step` receives and updates, so the streaming engine and training sh
 """
 from __future__ import annotations
 
+import functools
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +48,36 @@ class FrameFeatures:
         return [self._bchw(x, s) for x, s in zip(self.vision_feats[:-1], self.feat_sizes[:-1])]
 
 
+def in_dtype(tree, dtype: torch.dtype):
+    """Floating tensors of a (nested) dict/list output of a sam2 module in `dtype`. sam2 computes some outputs in
+    float32 whatever its weights' dtype (e.g. its FPN's top-down sums); with bfloat16 weights (DeepSpeed's bf16
+    training casts the whole model; `glus predict` on CUDA) the next module's float32 @ bfloat16 products would
+    fail. The published GLUS edited its copy of sam2 instead; the package is used unedited here."""
+    if isinstance(tree, torch.Tensor):
+        return tree.to(dtype) if tree.is_floating_point() and tree.dtype != dtype else tree
+    if isinstance(tree, dict):
+        return {k: in_dtype(v, dtype) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(in_dtype(v, dtype) for v in tree)
+    return tree
+
+
+def autocast_stage(method):
+    """A SAM-2 stage under autocast when the segmenter's `autocast_dtype` is set (inference in bf16: float32
+    weights, bf16 compute, the sam2 package's own way of running in bf16)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        dtype = self.autocast_dtype
+        if dtype is None or dtype == torch.float32:
+            return method(self, *args, **kwargs)
+        device = self.sam.sam_prompt_encoder.no_mask_embed.weight.device
+        with torch.autocast(device.type, dtype=dtype):
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 @dataclass
 class SegOutput:
     low_res_logits: torch.Tensor    # (B, 1, 4h, 4w) at a quarter of the SAM input size
@@ -76,6 +108,15 @@ class SAM2Segmenter(nn.Module):
         self._train_convs = train_high_res_convs and train_mask_decoder
         self._set_trainable(train_image_encoder, train_mask_decoder)
 
+    # inference in bf16 (`glus.model.precision.for_inference`): float32 weights, stages under autocast. Not a
+    # setting of the model: never saved, set by whoever runs it.
+    autocast_dtype: torch.dtype | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype (float32, or bfloat16 under bf16 training and inference on CUDA)."""
+        return self.sam.sam_prompt_encoder.no_mask_embed.weight.dtype
+
     @property
     def object_pointers(self) -> bool:
         return bool(getattr(self.memory, "object_pointers", False))
@@ -103,13 +144,16 @@ class SAM2Segmenter(nn.Module):
         """uint8 RGB frames (B, H, W, 3) -> normalised (B, 3, S, S), resized as SAM-2's own transforms do."""
         return sam_input(frames_BHWC_uint8, self.image_size)
 
+    @autocast_stage
     def encode_image(self, images_B3SS: torch.Tensor) -> FrameFeatures:
         """As `SAM2Base.forward_image`. The decoder's high-resolution projections (conv_s0, conv_s1) run with the
         frozen encoder, without gradient, as in the published GLUS (its `forward_image` under no_grad), unless
         `train_high_res_convs` lets them train with the mask decoder."""
         sam = self.sam
         with torch.set_grad_enabled(self.train_image_encoder and torch.is_grad_enabled()):
-            backbone_out = sam.image_encoder(images_B3SS)
+            backbone_out = sam.image_encoder(images_B3SS.to(self.dtype))
+        if self.autocast_dtype is None:  # all weights in one dtype (bf16 training): keep every output in it
+            backbone_out = in_dtype(backbone_out, self.dtype)
         if sam.use_high_res_features_in_sam:
             fpn = backbone_out["backbone_fpn"]
             with torch.set_grad_enabled(self._train_convs and torch.is_grad_enabled()):
@@ -118,6 +162,7 @@ class SAM2Segmenter(nn.Module):
         _, feats, pos, sizes = sam._prepare_backbone_features(backbone_out)
         return FrameFeatures(feats, pos, sizes)
 
+    @autocast_stage
     def no_prompt(self, batch: int, device) -> torch.Tensor:
         """SAM-2's sparse embedding when a frame has no prompt (one padding point): (B, 1, C)."""
         coords = torch.zeros(batch, 1, 2, device=device)
@@ -125,6 +170,22 @@ class SAM2Segmenter(nn.Module):
         sparse, _ = self.sam.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
         return sparse
 
+    def dense_pe(self) -> torch.Tensor:
+        """The prompt encoder's dense positional encoding, in the weights' dtype. sam2 builds its grid in float32
+        whatever the weights' dtype, so with bfloat16 weights (DeepSpeed's bf16 training casts the whole model;
+        `glus predict` on CUDA) its float32 @ bfloat16 product fails; the published GLUS edited its copy of sam2.
+        Here the package's own code runs on a float32 copy of the (fixed, random) matrix, and the result is cast."""
+        layer = self.sam.sam_prompt_encoder.pe_layer
+        matrix = layer.positional_encoding_gaussian_matrix
+        if matrix.dtype == torch.float32:
+            return self.sam.sam_prompt_encoder.get_dense_pe()
+        layer.positional_encoding_gaussian_matrix = matrix.float()
+        try:
+            return self.sam.sam_prompt_encoder.get_dense_pe().to(matrix.dtype)
+        finally:
+            layer.positional_encoding_gaussian_matrix = matrix
+
+    @autocast_stage
     def decode(self, pix_feat: torch.Tensor, feats: FrameFeatures, sparse_BNC: torch.Tensor,
                multimask: bool = False) -> SegOutput:
         """The mask decoder with a sparse prompt (e.g. the projected [SEG] token) and the no-mask dense prompt."""
@@ -133,7 +194,7 @@ class SAM2Segmenter(nn.Module):
         pe = sam.sam_prompt_encoder
         dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(B, -1, *pe.image_embedding_size)
         low, ious, tokens, obj_scores = sam.sam_mask_decoder(
-            image_embeddings=pix_feat, image_pe=pe.get_dense_pe(), sparse_prompt_embeddings=sparse_BNC,
+            image_embeddings=pix_feat, image_pe=self.dense_pe(), sparse_prompt_embeddings=sparse_BNC,
             dense_prompt_embeddings=dense, multimask_output=multimask, repeat_image=False,
             high_res_features=feats.high_res())
         if sam.pred_obj_scores and self.gate_by_object_score:
@@ -160,11 +221,13 @@ class SAM2Segmenter(nn.Module):
             ptr = ptr + (1 - appearing) * sam.no_obj_ptr
         return ptr
 
+    @autocast_stage
     def mask_as_output(self, feats: FrameFeatures, mask_B1SS: torch.Tensor) -> SegOutput:
         """A given mask (e.g. a ground-truth first frame) used as the frame's output, as SAM-2 does."""
         low, high, ious, _, _, ptr, score = self.sam._use_mask_as_output(feats.top(), feats.high_res(), mask_B1SS)
         return SegOutput(low, high, ious, ptr, score)
 
+    @autocast_stage
     def step(self, state, frame_idx: int, feats: FrameFeatures, sparse_BNC: torch.Tensor | None = None,
              mask_input: torch.Tensor | None = None, multimask: bool = False) -> SegOutput:
         """Segment one frame with memory, then write it to memory. Exactly one of sparse prompt / mask."""
