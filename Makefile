@@ -21,12 +21,13 @@ export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test synth check train eval bench pseudolabel clean-venv help
+.PHONY: install test synth check train eval bench gpu-check pseudolabel clean-venv help
 
 help:
 	@echo "make install | test | synth | check | train [RECIPE=$(RECIPE)] [CONTROL=0] | eval [CKPT= BENCH= ROOT=] | bench"
 	@echo "     pseudolabel [CKPT= SPLIT=$(SPLIT) ROOT= FRACTION=$(FRACTION) LABELS=]"
 	@echo "     train RECIPE=vos_synthetic [VOS_MEMORIES='$(VOS_MEMORIES)']   (the plain VOS path, one table)"
+	@echo "     gpu-check [DRY=1] [GPU_PY=python3]   (7B shapes, random weights, one CUDA GPU; DRY=1: tiny, CPU)"
 
 install: $(STAMP)
 
@@ -108,3 +109,11 @@ eval: install
 # Figures, not tests: engine vs faithful loop speed, peak memory of streaming prediction (runs/bench/bench.json).
 bench: install
 	$(BIN)/glus bench --out runs/bench
+
+# The one prepared GPU check (glus/gpu_check.py): runs/gpu/gpu.json + gpu.md. DRY=1: the same script at the tiny
+# shapes on the CPU (runs/gpu-dry). GPU_PY=python3: use that interpreter as it is, without `make install` (a
+# GPU machine without package registries: its own CUDA torch, the missing packages carried as wheels).
+GPU_PY ?=
+gpu-check: $(if $(GPU_PY),,install)
+	$(if $(GPU_PY),PYTHONPATH=. $(GPU_PY),$(BIN)/python) -m glus gpu-check \
+		$(if $(filter 1,$(DRY)),--dry --out runs/gpu-dry,--out runs/gpu)

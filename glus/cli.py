@@ -483,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry", action="store_true", help="the same script at the tiny shapes on the CPU (a rot check)")
     p.add_argument("--device", default=None, help="default: cuda (cpu with --dry)")
     p.add_argument("--data", default=None, help="synthetic training data (default: OUT/data, written if missing)")
-    p.add_argument("--parts", nargs="+", choices=("train", "infer", "stream"), default=["train", "infer", "stream"])
+    p.add_argument("--parts", nargs="+", choices=("train", "infer", "stream", "compile"),
+                   default=["train", "infer", "stream", "compile"])
     p.set_defaults(func=_gpu_check)
 
     model = sub.add_parser("model", help="model inspection").add_subparsers(dest="model_command", required=True)

@@ -24,7 +24,7 @@ def test_dry_run_writes_every_part(tmp_path, synth_root):
                            str(synth_root)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "gpu.json").read_text())
-    assert report["errors"] == {} and set(report["parts"]) == {"train", "infer", "stream"}
+    assert report["errors"] == {} and set(report["parts"]) == {"train", "infer", "stream", "compile"}
     train = report["parts"]["train"]
     assert train["strategy"] == "CPUDeepSpeedStrategy" and train["steps_timed"] == 2 and train["losses_finite"]
     assert train["seconds_per_step"] > 0 and train["expressions_per_clip"] >= 1
@@ -35,8 +35,10 @@ def test_dry_run_writes_every_part(tmp_path, synth_root):
     stream = report["parts"]["stream"]
     assert [s["frames"] for s in stream.values()] == [12, 12]
     assert all(s["peak_memory_bytes"] >= s["peak_memory_at_mark_bytes"] > 0 for s in stream.values())
+    compiled = report["parts"]["compile"]
+    assert compiled["backend"] == "eager" and compiled["iou_mean"] > 0.99 and compiled["first_pass_seconds"] > 0
     md = (out / "gpu.md").read_text()
-    assert "## Training" in md and "## Inference" in md and "## Streaming" in md and "failed" not in md
+    assert all(f"## {h}" in md for h in ("Training", "Inference", "Streaming", "The engine with")) and "failed" not in md
 
 
 def test_agreement_by_hand():
