@@ -115,5 +115,5 @@ bench: install
 # GPU machine without package registries: its own CUDA torch, the missing packages carried as wheels).
 GPU_PY ?=
 gpu-check: $(if $(GPU_PY),,install)
-	$(if $(GPU_PY),PYTHONPATH=. $(GPU_PY),$(BIN)/python) -m glus gpu-check \
+	$(if $(GPU_PY),PYTHONPATH=.:$$PYTHONPATH $(GPU_PY),$(BIN)/python) -m glus gpu-check \
 		$(if $(filter 1,$(DRY)),--dry --out runs/gpu-dry,--out runs/gpu)
