@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from glus.model.vos import VOSModel
+from glus.model.segmenter.rds import RoutePrior
+from glus.model.vos import VOSModel, objects_union
 
 FrameReader = Callable[[int], np.ndarray]
 
@@ -28,14 +29,15 @@ def pass_order(start: int, num_frames: int, reverse: bool) -> list[int]:
 
 
 def encoder_of(model: VOSModel, read_frame: FrameReader) -> Callable:
-    """frame index -> (SAM-2 features of the frame, its (H, W)), reading the frame when asked."""
+    """(frame index, RDS route prior or None) -> (SAM-2 features of the frame, its (H, W)), reading the frame
+    when asked."""
     seg = model.segmenter
     device = next(model.parameters()).device
 
-    def encode(t: int):
+    def encode(t: int, prior: RoutePrior | None = None):
         pixels = read_frame(t)
         frame = torch.from_numpy(np.ascontiguousarray(pixels))[None].to(device)
-        return seg.encode_image(seg.preprocess(frame)), pixels.shape[:2]
+        return seg.encode_image(seg.preprocess(frame), prior), pixels.shape[:2]
     return encode
 
 
@@ -54,11 +56,14 @@ def run_order(model: VOSModel, encode: Callable, masks_NHW: torch.Tensor, order:
         state, last = resume
         order = order[order.index(last) + 1:]
     for t in order:
-        feats, size = encode(t)
+        feats, size = encode(t, getattr(state, "route_prior", None))
         if t == state.start and resume is None:
             out = model.start(state, t, feats, masks_NHW.to(feats.vision_feats[-1].device))
         else:
             out = model.track(state, t, feats, N)
+        if feats.routing is not None:  # RDS: this frame's prediction and routing route the next frame
+            probs = objects_union(out.high_res_logits.float().sigmoid().transpose(0, 1))
+            state.route_prior = RoutePrior(probs, feats.routing.keep)  # in the state: a resumed pass keeps it
         yield t, out.low_res_logits[:, 0].float(), size, state
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from glus.model.losses import LossWeights, bce_per_mask, dice_per_mask
 from glus.model.memory import NoMemory
 from glus.model.segmenter import SAM2Segmenter
+from glus.model.segmenter.rds import RoutePrior
 from glus.model.segmenter.sam2_segmenter import FrameFeatures
 
 
@@ -68,23 +69,40 @@ class VOSModel(nn.Module):
 
     def forward(self, clip: VOSClipBatch) -> torch.Tensor:
         """Low-resolution logits (N, T-1, h, w) of frames 1.. of the clip, from frame 0's ground truth."""
+        return self.run_clip(clip)[0]
+
+    def run_clip(self, clip: VOSClipBatch):
+        """(logits as `forward`, the encoder's routing or None). With RDS the frames are routed in order, each by
+        the previous frame's ground truth (all objects' union) and routing: see `glus.model.segmenter.rds`."""
         seg = self.segmenter
         T, N = clip.sam_frames.size(0), clip.masks.size(0)
-        feats = seg.encode_image(clip.sam_frames)  # every frame once, shared by the objects
+        prior = RoutePrior(objects_union(clip.masks.transpose(0, 1))) if seg.rds is not None else None
+        feats = seg.encode_image(clip.sam_frames, prior, sequential=True)  # every frame once, shared by the objects
         state = seg.reset(num_frames=T, joint_objects=True)
         self.start(state, 0, frame_of(feats, 0), clip.masks[:, 0])
         logits = [self.track(state, t, frame_of(feats, t), N).low_res_logits[:, 0] for t in range(1, T)]
-        return torch.stack(logits, 1)
+        return torch.stack(logits, 1), feats.routing
 
-    def losses(self, logits_NThw: torch.Tensor, clip: VOSClipBatch) -> dict[str, torch.Tensor]:
-        """BCE and Dice per mask at the ground truth's size, as GLUS' mask losses."""
+    def losses(self, logits_NThw: torch.Tensor, clip: VOSClipBatch, routing=None) -> dict[str, torch.Tensor]:
+        """BCE and Dice per mask at the ground truth's size, as GLUS' mask losses; with RDS in training, the
+        router's compute-budget loss and the kept ratio (logged, not a loss)."""
         w = self.loss_weights
         gt = clip.masks[:, 1:].flatten(0, 1)
         up = F.interpolate(logits_NThw.flatten(0, 1)[:, None], size=gt.shape[-2:], mode="bilinear",
                            align_corners=False)[:, 0]
         terms = {"bce": bce_per_mask(up, gt).mean(), "dice": dice_per_mask(up, gt).mean()}
         terms["loss"] = w.bce * terms["bce"] + w.dice * terms["dice"]
+        budget = self.segmenter.rds.loss(routing) if routing is not None else None
+        if budget is not None:
+            terms["budget"] = budget
+            terms["loss"] = terms["loss"] + budget
+            terms["kept"] = routing.soft.detach().float().mean()
         return terms
+
+
+def objects_union(masks_TNHW: torch.Tensor) -> torch.Tensor:
+    """(T, 1, H, W) float: per frame, the union of the objects' masks (probabilities or 0/1)."""
+    return masks_TNHW.float().amax(1, keepdim=True)
 
 
 def frame_of(feats: FrameFeatures, t: int) -> FrameFeatures:

@@ -55,7 +55,8 @@ class VOSModule(TrainingBase):
         total, logged = 0.0, {}
         for item in batch:
             clip = VOSClipBatch(item["sam"], item["masks"]).to(self.device)
-            losses = self.model.losses(self.model(clip), clip)
+            logits, routing = self.model.run_clip(clip)
+            losses = self.model.losses(logits, clip, routing)
             total = total + losses["loss"] / len(batch)
             for name, value in losses.items():
                 logged[name] = logged.get(name, 0.0) + value.detach() / len(batch)

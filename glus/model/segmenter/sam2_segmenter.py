@@ -27,11 +27,12 @@ class FrameFeatures:
     vision_feats: list
     vision_pos: list
     feat_sizes: list
+    routing: object = None  # RDS: which trunk blocks ran for these frames (`glus.model.segmenter.rds.Routing`)
 
     def expand(self, batch: int) -> "FrameFeatures":
         """Share one frame's features among `batch` expressions (no copy)."""
         return FrameFeatures([f.expand(-1, batch, -1) for f in self.vision_feats],
-                             [p.expand(-1, batch, -1) for p in self.vision_pos], self.feat_sizes)
+                             [p.expand(-1, batch, -1) for p in self.vision_pos], self.feat_sizes, self.routing)
 
     def top(self) -> torch.Tensor:
         """The top-level features (B, C, H, W) that memories read and write."""
@@ -94,7 +95,9 @@ class SAM2Segmenter(nn.Module):
                  train_image_encoder: bool = False,   # GLUS: frozen; features computed once per frame
                  train_mask_decoder: bool = True,
                  train_high_res_convs: bool = False,  # the decoder's conv_s0/s1 (published: never updated)
-                 gate_by_object_score: bool = False):  # SAM-2 tracking gates masks by its object score
+                 gate_by_object_score: bool = False,  # SAM-2 tracking gates masks by its object score
+                 rds: dict | None = None,            # RDS routing of the trunk's blocks (glus.model.segmenter.rds)
+                 encoder_lora: dict | None = None):  # I-LoRA on the trunk's most important blocks (.ilora)
         super().__init__()
         self.sam = build_sam2_model(config, image_size, checkpoint, overrides)
         self.sam.requires_grad_(False)  # then each part by rule: below, and the memory's own parts
@@ -107,6 +110,16 @@ class SAM2Segmenter(nn.Module):
             self.memory.bind(self.sam)
         self._train_convs = train_high_res_convs and train_mask_decoder
         self._set_trainable(train_image_encoder, train_mask_decoder)
+        self.rds = None
+        if rds:
+            from glus.model.segmenter.rds import RDS
+
+            self.rds = RDS(self.sam.image_encoder, **rds)
+        self.encoder_lora = encoder_lora
+        if encoder_lora:
+            from glus.model.segmenter.ilora import apply_encoder_lora
+
+            apply_encoder_lora(self.sam.image_encoder.trunk, **encoder_lora)
 
     # inference in bf16 (`glus.model.precision.for_inference`): float32 weights, stages under autocast. Not a
     # setting of the model: never saved, set by whoever runs it.
@@ -145,13 +158,21 @@ class SAM2Segmenter(nn.Module):
         return sam_input(frames_BHWC_uint8, self.image_size)
 
     @autocast_stage
-    def encode_image(self, images_B3SS: torch.Tensor) -> FrameFeatures:
+    def encode_image(self, images_B3SS: torch.Tensor, prior=None, sequential: bool = False) -> FrameFeatures:
         """As `SAM2Base.forward_image`. The decoder's high-resolution projections (conv_s0, conv_s1) run with the
         frozen encoder, without gradient, as in the published GLUS (its `forward_image` under no_grad), unless
-        `train_high_res_convs` lets them train with the mask decoder."""
+        `train_high_res_convs` lets them train with the mask decoder. With RDS, `prior` (a `RoutePrior`) and
+        `sequential` are the router's (see `RDS.encode`); without, they are ignored."""
         sam = self.sam
-        with torch.set_grad_enabled(self.train_image_encoder and torch.is_grad_enabled()):
-            backbone_out = sam.image_encoder(images_B3SS.to(self.dtype))
+        # a router or encoder LoRA trains through the frozen trunk: autograd must follow it then
+        through = self.train_image_encoder or self.rds is not None or bool(self.encoder_lora)
+        routing = None
+        with torch.set_grad_enabled(through and torch.is_grad_enabled()):
+            if self.rds is None:
+                backbone_out = sam.image_encoder(images_B3SS.to(self.dtype))
+            else:
+                backbone_out, routing = self.rds.encode(sam.image_encoder, images_B3SS.to(self.dtype), prior,
+                                                        sequential)
         if self.autocast_dtype is None:  # all weights in one dtype (bf16 training): keep every output in it
             backbone_out = in_dtype(backbone_out, self.dtype)
         if sam.use_high_res_features_in_sam:
@@ -160,7 +181,7 @@ class SAM2Segmenter(nn.Module):
                 fpn[0] = sam.sam_mask_decoder.conv_s0(fpn[0])
                 fpn[1] = sam.sam_mask_decoder.conv_s1(fpn[1])
         _, feats, pos, sizes = sam._prepare_backbone_features(backbone_out)
-        return FrameFeatures(feats, pos, sizes)
+        return FrameFeatures(feats, pos, sizes, routing)
 
     @autocast_stage
     def no_prompt(self, batch: int, device) -> torch.Tensor:
