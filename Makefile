@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.glus-installed
 RECIPE ?= synthetic
 VOS_MEMORIES ?= none sam2_bank gated_linear mca
+RDS_RATIOS ?= 1.0 0.8 0.6
+RDS_FULL := runs/rds_synthetic_full/latest
 CONTROL ?= 1
 DATA ?= data/synthetic
 CKPT ?= runs/synthetic/latest/export
@@ -27,6 +29,7 @@ help:
 	@echo "make install | test | synth | check | train [RECIPE=$(RECIPE)] [CONTROL=0] | eval [CKPT= BENCH= ROOT=] | bench"
 	@echo "     pseudolabel [CKPT= SPLIT=$(SPLIT) ROOT= FRACTION=$(FRACTION) LABELS=]"
 	@echo "     train RECIPE=vos_synthetic [VOS_MEMORIES='$(VOS_MEMORIES)']   (the plain VOS path, one table)"
+	@echo "     train RECIPE=rds_synthetic [RDS_RATIOS='$(RDS_RATIOS)']   (RDS: J&F per kept-block ratio, one table)"
 	@echo "     gpu-check [DRY=1] [GPU_PY=python3]   (7B shapes, random weights, one CUDA GPU; DRY=1: tiny, CPU)"
 
 install: $(STAMP)
@@ -88,6 +91,18 @@ else ifeq ($(RECIPE),vos_synthetic)
 			--name vos_synthetic_$$m || exit 1; done
 	$(BIN)/glus vos-table $(foreach m,$(VOS_MEMORIES),$(m)=runs/vos_synthetic_$(m)/latest) --control none \
 		--out runs/vos_synthetic_table
+else ifeq ($(RECIPE),rds_synthetic)
+	@test -f $(DATA)/mevis/train/meta_expressions.json || $(BIN)/glus data synth --out $(DATA) --seed 0
+	@test -f $(RDS_FULL)/export/recipe.yaml || $(BIN)/glus fit --config recipes/vos_synthetic.yaml \
+		--config recipes/rds/tiny_deep.yaml --name rds_synthetic_full
+	$(BIN)/glus rds importance --ckpt $(RDS_FULL)/export --data mevis/train --root $(DATA) --frames 64 \
+		--out runs/rds_synthetic_importance.json
+	for r in $(RDS_RATIOS); do \
+		$(BIN)/glus fit --config recipes/vos_synthetic.yaml --config recipes/rds/tiny_deep.yaml \
+			--config recipes/rds_synthetic.yaml --model.init_args.builder.init_args.rds \
+			"{keep_ratio: $$r, tau: 1.0, budget_weight: 1.0}" --name rds_synthetic_keep$$r || exit 1; done
+	$(BIN)/glus vos-table full=$(RDS_FULL) $(foreach r,$(RDS_RATIOS),keep$(r)=runs/rds_synthetic_keep$(r)/latest) \
+		--control keep1.0 --out runs/rds_synthetic_table
 else
 	$(BIN)/glus fit --config recipes/$(RECIPE).yaml
 endif

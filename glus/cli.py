@@ -144,6 +144,17 @@ def _vos_eval(args) -> int:
     return 0
 
 
+def _rds_importance(args) -> int:
+    from glus.data.cache import load_split
+    from glus.eval.importance import importance_job
+
+    model, _, _ = _load_for_inference(args, kind="vos")
+    report = importance_job(model, load_split(args.root, args.data), args.out, frames=args.frames,
+                            source=str(Path(args.ckpt).resolve()))
+    print(f"block importance over {report['frames']} frames, most important first: {report['ranking']} -> {args.out}")
+    return 0
+
+
 def _vos_table(args) -> int:
     from glus.eval.vos_eval import vos_table
 
@@ -410,6 +421,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="table path without suffix: gets .md and .json")
     p.add_argument("--control", default=None, help="the NAME whose J&F the others are compared with")
     p.set_defaults(func=_vos_table)
+
+    rds = sub.add_parser("rds", help="RDS on the SAM-2 encoder").add_subparsers(dest="rds_command", required=True)
+    p = rds.add_parser("importance", help="I-LoRA's block importance of a plain VOS export's SAM-2 trunk on "
+                       "calibration frames (a JSON file for segmenter.encoder_lora.importance)")
+    _model_args(p, what="a plain VOS export (glus fit --config recipes/vos*.yaml)")
+    _split_args(p, "the calibration split, e.g. mevis/train")
+    p.add_argument("--frames", type=int, default=64, help="calibration frames, spread over the split's videos")
+    p.add_argument("--out", required=True, help="the JSON file")
+    p.set_defaults(func=_rds_importance)
 
     p = sub.add_parser("pseudolabel", help="per-frame IoU, J and F of a GLUS export's masks on (part of) a training "
                        "split: the key-frame selector's labels (parquet under OUT/rows)")

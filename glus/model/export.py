@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from safetensors.torch import save_file
 
-from glus.model.load import ADAPTER, HEADS, RECIPE, TOKENIZER, instantiate
+from glus.model.load import ADAPTER, HEADS, RECIPE, TOKENIZER, in_heads, instantiate
 
 
 def export_model(model, tokenizer, out: str | Path, recipe: dict) -> Path:
@@ -25,7 +25,7 @@ def export_model(model, tokenizer, out: str | Path, recipe: dict) -> Path:
     if hasattr(lm, "save_pretrained") and hasattr(lm, "peft_config"):
         lm.save_pretrained(str(tmp / ADAPTER))
     trained = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()
-               if p.requires_grad and "lora_" not in name}
+               if p.requires_grad and in_heads(name)}
     save_file(trained, str(tmp / HEADS))
     (tmp / RECIPE).write_text(yaml.safe_dump(recipe, sort_keys=False))
     if tokenizer is not None:

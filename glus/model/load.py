@@ -51,6 +51,29 @@ def instantiate(spec):
     return spec
 
 
+def in_heads(name: str) -> bool:
+    """Whether an export keeps a trained parameter in heads.safetensors: all but the language model's LoRA,
+    which goes to the peft adapter folder (LoRA elsewhere, e.g. I-LoRA on SAM-2's encoder, is a head)."""
+    return not (name.startswith("mllm.") and "lora_" in name)
+
+
+def copy_heads(model, folder: str | Path) -> list[str]:
+    """Copy an export's heads.safetensors into `model` (which may have more parameters, e.g. a new router):
+    every tensor of the file must exist in the model with its shape. Returns the names copied."""
+    path = Path(folder) / HEADS
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: init_from must name an export folder\n{EXPORT_LAYOUT}")
+    heads, own = load_file(str(path)), dict(model.named_parameters())
+    unknown = sorted(n for n in heads if n not in own or own[n].shape != heads[n].shape)
+    if unknown:
+        raise CheckpointError(f"{path}: tensors this model lacks or shapes it differs in: {unknown[:20]} (was the "
+                              "export made with another SAM-2 config or memory?)")
+    with torch.no_grad():
+        for name, value in heads.items():
+            own[name].copy_(value)
+    return sorted(heads)
+
+
 def load_export(folder: str | Path):
     """(GLUS in eval mode, tokenizer, recipe) from an export folder; strict about the trained tensors."""
     from peft import set_peft_model_state_dict
@@ -65,7 +88,7 @@ def load_export(folder: str | Path):
     heads = load_file(str(folder / HEADS))
     own = dict(model.named_parameters())
     unknown = sorted(set(heads) - set(own))
-    missing = sorted(n for n, p in own.items() if p.requires_grad and "lora_" not in n and n not in heads)
+    missing = sorted(n for n, p in own.items() if p.requires_grad and in_heads(n) and n not in heads)
     if unknown or missing:  # a missing trained tensor would silently keep its random initial value
         raise CheckpointError(format_key_mismatch(f"{folder / HEADS} against its recipe's model", missing, unknown)
                               + f"\n{EXPORT_LAYOUT}")

@@ -118,16 +118,36 @@ class VOSBuilder:
 
     def __init__(self, sam_config: str = "sam2_hiera_l", sam_checkpoint: str | None = None,
                  sam_image_size: int | None = None, memory: dict | None = None, train_image_encoder: bool = False,
-                 segmenter: dict | None = None, loss_weights: dict | None = None, seed: int = 0):
+                 segmenter: dict | None = None, loss_weights: dict | None = None, seed: int = 0,
+                 init_from: str | None = None, rds: dict | None = None, encoder_lora: dict | None = None):
+        """init_from: a plain VOS export whose trained tensors start this model (e.g. RDS fine-tuned from a
+        trained VOS model); the RDS router (`rds`) and the encoder's I-LoRA (`encoder_lora`) are added after
+        (SAM2Segmenter's settings of the same names). The export is read whenever the model is built, so a model
+        made this way needs it to load."""
         self.__dict__.update({k: v for k, v in locals().items() if k != "self"})
 
     def required_paths(self) -> list[tuple[str, str]]:
         how = "put it in place by hand: see checkpoints/README.md"
-        return [(self.sam_checkpoint, how)] if self.sam_checkpoint else []
+        paths = [(self.sam_checkpoint, how)] if self.sam_checkpoint else []
+        if self.init_from:
+            paths.append((self.init_from, "train the VOS model it names first (its recipe's export)"))
+        return paths
 
     def build(self):
         """(VOSModel, None): no tokenizer, the language model is not part of this path."""
         torch.manual_seed(self.seed)
+        settings = {**(self.segmenter or {}), **({"rds": self.rds} if self.rds else {}),
+                    **({"encoder_lora": self.encoder_lora} if self.encoder_lora else {})}
+        later = {k: settings.pop(k) for k in ("rds", "encoder_lora") if self.init_from and settings.get(k)}
         segmenter = SAM2Segmenter(self.sam_config, self.sam_image_size, self.sam_checkpoint, memory=self.memory,
-                                  train_image_encoder=self.train_image_encoder, **(self.segmenter or {}))
-        return VOSModel(segmenter, LossWeights(**(self.loss_weights or {}))), None
+                                  train_image_encoder=self.train_image_encoder, **settings)
+        model = VOSModel(segmenter, LossWeights(**(self.loss_weights or {})))
+        if self.init_from:
+            from glus.model.load import copy_heads
+
+            copy_heads(model, self.init_from)
+            if later.get("rds"):
+                segmenter.add_rds(later["rds"])
+            if later.get("encoder_lora"):
+                segmenter.add_encoder_lora(later["encoder_lora"])
+        return model, None

@@ -110,16 +110,24 @@ class SAM2Segmenter(nn.Module):
             self.memory.bind(self.sam)
         self._train_convs = train_high_res_convs and train_mask_decoder
         self._set_trainable(train_image_encoder, train_mask_decoder)
-        self.rds = None
+        self.rds, self.encoder_lora = None, None
         if rds:
-            from glus.model.segmenter.rds import RDS
-
-            self.rds = RDS(self.sam.image_encoder, **rds)
-        self.encoder_lora = encoder_lora
+            self.add_rds(rds)
         if encoder_lora:
-            from glus.model.segmenter.ilora import apply_encoder_lora
+            self.add_encoder_lora(encoder_lora)
 
-            apply_encoder_lora(self.sam.image_encoder.trunk, **encoder_lora)
+    def add_rds(self, settings: dict) -> None:
+        """RDS routing of the trunk's blocks (`glus.model.segmenter.rds.RDS` settings); a new router trains."""
+        from glus.model.segmenter.rds import RDS
+
+        self.rds = RDS(self.sam.image_encoder, **settings)
+
+    def add_encoder_lora(self, settings: dict) -> None:
+        """I-LoRA adapters on the trunk (`glus.model.segmenter.ilora.apply_encoder_lora` settings)."""
+        from glus.model.segmenter.ilora import apply_encoder_lora
+
+        apply_encoder_lora(self.sam.image_encoder.trunk, **settings)
+        self.encoder_lora = settings
 
     # inference in bf16 (`glus.model.precision.for_inference`): float32 weights, stages under autocast. Not a
     # setting of the model: never saved, set by whoever runs it.
