@@ -1,5 +1,5 @@
 """`make bench` / `glus bench`: figures, not tests (timings never go in `make test`). Parts 3 and 4 (the plain
-VOS path's constant memory, sparse mode) are in `glus.bench_vos`.
+VOS path's constant memory, sparse mode) are in `glus.bench_vos`, part 5 (RDS) in `glus.bench_rds`.
 
 1. Engine vs faithful loop: the same tiny model (random weights, the synthetic recipe's sizes) and the same
    video with all its expressions; expression-frames per second and the ratio.
@@ -103,13 +103,14 @@ def peak_memory(export: Path, root: Path, out: Path) -> dict:
     return {**json.loads(line[-1][6:]), "seconds": time.perf_counter() - start}
 
 
-PARTS = ("glus", "vos", "sparse")
+PARTS = ("glus", "vos", "sparse", "rds")
 
 
 def run_bench(out: str | Path = "runs/bench", long_frames: int = 2000, vos_frames: int = 10000,
               parts=None) -> dict:
     """parts: "glus" (engine speed, streaming memory), "vos" (the plain VOS path's constant memory),
-    "sparse" (sparse mode's speed-up and J&F change); see glus.bench_vos for the last two."""
+    "sparse" (sparse mode's speed-up and J&F change), "rds" (encoder time and FLOPs per kept-block ratio); see
+    glus.bench_vos and glus.bench_rds."""
     from glus import bench_vos
 
     parts = parts or PARTS
@@ -124,10 +125,18 @@ def run_bench(out: str | Path = "runs/bench", long_frames: int = 2000, vos_frame
         report["constant_memory"] = bench_vos.constant_memory(out, vos_frames)
     if "sparse" in parts:
         report["sparse"] = bench_vos.sparse_mode(out, synth)
+    if "rds" in parts:
+        from glus import bench_rds
+
+        report["rds"] = {"speed": bench_rds.encoder_speed(), "flops": bench_rds.encoder_flops()}
     (out / "bench.json").write_text(json.dumps(report, indent=2))
     if "glus" in parts:
         _print(report, long_frames)
     bench_vos.print_vos(report)
+    if "rds" in parts:
+        from glus import bench_rds
+
+        bench_rds.print_rds(report)
     return report
 
 

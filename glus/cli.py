@@ -493,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/bench", help="working folder (synthetic videos, bench.json)")
     p.add_argument("--long-frames", type=int, default=2000, help="frames of the long video for peak memory")
     p.add_argument("--vos-frames", type=int, default=10000, help="frames of the plain VOS path's long video")
-    p.add_argument("--only", action="append", choices=("glus", "vos", "sparse"),
+    p.add_argument("--only", action="append", choices=("glus", "vos", "sparse", "rds"),
                    help="run only these parts (repeatable; default: all)")
     p.set_defaults(func=_bench)
 
