@@ -169,3 +169,44 @@ def test_vos_path_trains_and_propagates_with_rds():
     video = GeneratedVideo(4, 96, 64, seed=1)
     out = list(propagate(model, lambda t: load_frames(video, [t])[0], masks[:, 0], 1, 4))
     assert [t for t, _ in out] == [1, 2, 3, 0] and all(l.shape == (2, 64, 96) for _, l in out)
+
+
+def test_the_rds_recipes_chain_runs_and_the_export_reloads(tmp_path, synth_root):
+    """make train RECIPE=rds_synthetic, two steps a stage: the full-encoder model, its block importance, the RDS
+    fine-tune from it (init_from), and the fine-tuned export reloading with router and adapters."""
+    from pathlib import Path
+
+    import yaml
+
+    from glus.cli import main
+    from glus.model.load import load_export
+    from glus.train.cli import fit
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    runs = tmp_path / "runs"
+    short = tmp_path / "short.yaml"
+    short.write_text(yaml.safe_dump({
+        "trainer": {"max_steps": 2, "log_every_n_steps": 1},
+        "model": {"init_args": {"warmup_steps": 1, "total_steps": 2, "evaluation": None}},
+        "data": {"init_args": {"root": str(synth_root), "batch_size": 1, "steps_per_epoch": 2, "num_workers": 0,
+                               "clip": {"num_frames": 3, "max_objects": 2, "sam_size": 128}}}}))
+    base = [str(recipes / "vos_synthetic.yaml"), str(recipes / "rds" / "tiny_deep.yaml")]
+    fit(["--config", base[0], "--config", base[1], "--config", str(short)], runs_root=str(runs), name="full",
+        wandb="disabled")
+    full = (runs / "full" / "latest" / "export").resolve()
+    importance = tmp_path / "importance.json"
+    assert main(["rds", "importance", "--ckpt", str(full), "--data", "mevis/train", "--root", str(synth_root),
+                 "--frames", "4", "--out", str(importance)]) == 0
+    assert len(json.loads(importance.read_text())["ranking"]) == 8
+    overlay = tmp_path / "rds.yaml"
+    overlay.write_text(yaml.safe_dump({"model": {"init_args": {"builder": {"init_args": {
+        "init_from": str(full), "encoder_lora": {"importance": str(importance), "top_k": 2, "r": 2}}}}}}))
+    cli = fit(["--config", base[0], "--config", base[1], "--config", str(recipes / "rds_synthetic.yaml"),
+               "--config", str(short), "--config", str(overlay)], runs_root=str(runs), name="rds", wandb="disabled")
+    assert cli.trainer.global_step == 2
+    model, _, _ = load_export(runs / "rds" / "latest" / "export")
+    assert model.segmenter.rds.keep_ratio == 0.8
+    adapters = {n.split(".")[5] for n, _ in model.named_parameters() if "lora_" in n}
+    assert len(adapters) == 2
+    for name, p in cli.model.model.named_parameters():  # the trained tensors, router and adapters included
+        assert torch.equal(p, dict(model.named_parameters())[name]), name
