@@ -32,6 +32,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lightning.pytorch.callbacks import Callback
+
 PARTS = ("train", "infer", "stream", "compile")  # in order of what matters most
 EXPRESSIONS = ("the red circle moving left", "the blue square", "the object that rises and falls",
                "the green triangle behind the bar")
@@ -179,31 +181,26 @@ def train_part(shapes: CheckShapes, device: str, data_root: Path) -> dict:
     return out
 
 
-class StepTimer:
+class StepTimer(Callback):
     """Wall time of every optimiser step (accumulation 1), the device synchronised at both ends, and the
-    expressions of each step's batch (the FLOPs depend on them)."""
+    expressions of each clip of the step's batch (the FLOPs depend on them)."""
 
-    def __new__(cls, device: str):
-        import lightning as L
+    def __init__(self, device: str):
+        self.device = device
+        self.times, self.expressions, self.per_clip, self.finite = [], [], [], True
 
-        class _Timer(L.Callback):
-            def __init__(self):
-                self.times, self.expressions, self.per_clip, self.finite = [], [], [], True
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        sync(self.device)
+        self.start = time.perf_counter()
+        counts = batch["video_index"].bincount().tolist()
+        self.expressions.append(sum(counts))
+        self.per_clip.append(counts)
 
-            def on_train_batch_start(self, trainer, module, batch, batch_idx):
-                sync(device)
-                self.start = time.perf_counter()
-                counts = batch["video_index"].bincount().tolist()
-                self.expressions.append(sum(counts))
-                self.per_clip.append(counts)
-
-            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-                sync(device)
-                self.times.append(time.perf_counter() - self.start)
-                loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-                self.finite = self.finite and bool(loss.isfinite())
-
-        return _Timer()
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        sync(self.device)
+        self.times.append(time.perf_counter() - self.start)
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.finite = self.finite and bool(loss.isfinite())
 
 
 def _strategy(recipe: dict, device: str):

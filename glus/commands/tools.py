@@ -1,0 +1,117 @@
+"""`glus bench`, `glus gpu-check`, `glus model summary` and `glus model cost`: figures and model inspection."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from glus.errors import GlusError
+
+
+def _bench(args) -> int:
+    from glus.bench import run_bench
+
+    run_bench(args.out, long_frames=args.long_frames, vos_frames=args.vos_frames, parts=args.only or None)
+    return 0
+
+
+def _gpu_check(args) -> int:
+    from glus.gpu_check import check
+
+    report = check(Path(args.out), dry=args.dry, device=args.device, data_root=args.data, parts=args.parts)
+    print((Path(args.out) / "gpu.md").read_text())
+    return 1 if report["errors"] else 0
+
+
+def _model_summary(args) -> int:
+    from glus.model.factory import E2E_MEMORY, glus_7b_on_meta, tiny_glus
+    from glus.model.mllm.lora import format_report, trainable_report
+
+    memory = E2E_MEMORY if args.memory == "e2e" else None
+    model = glus_7b_on_meta(args.sam, memory=memory) if args.preset == "glus-7b" else tiny_glus()[0]
+    print(format_report(trainable_report(model)))
+    return 0
+
+
+def _model_cost(args) -> int:
+    from glus.eval.cost import describe, format_costs, model_costs, model_from_recipe, preset_model
+
+    if args.recipe and args.preset:
+        raise GlusError("glus model cost: give --recipe or --preset, not both")
+    if args.recipe:
+        model, tokenizer, train = model_from_recipe(args.recipe)
+        name = args.recipe
+    else:
+        from glus.model.factory import E2E_MEMORY
+
+        preset = args.preset or "glus-7b"
+        model, tokenizer, train = preset_model(preset, E2E_MEMORY if args.memory == "e2e" else None)
+        name = f"preset {preset}"
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        from glus.model.mllm import add_glus_tokens
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True)
+        add_glus_tokens(tokenizer)
+    vos = None
+    if args.vos_recipe:
+        vos, _, _ = model_from_recipe(args.vos_recipe)
+    costs = model_costs(model, tokenizer, train, frames=args.frames, expressions=args.expressions,
+                        every=tuple(args.every), window=args.window, expression=args.expression, vos=vos,
+                        training=not args.no_training)
+    costs["model"] = f"{name}: {describe(model)}" + (f"; sparse mode's VOS path: {args.vos_recipe}" if vos else "")
+    print(format_costs(costs))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(costs, indent=2))
+        print(f"-> {args.json}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("bench", help="figures, not tests: engine vs faithful speed, streaming peak memory")
+    p.add_argument("--out", default="runs/bench", help="working folder (synthetic videos, bench.json)")
+    p.add_argument("--long-frames", type=int, default=2000, help="frames of the long video for peak memory")
+    p.add_argument("--vos-frames", type=int, default=10000, help="frames of the plain VOS path's long video")
+    p.add_argument("--only", action="append", choices=("glus", "vos", "sparse", "rds"),
+                   help="run only these parts (repeatable; default: all)")
+    p.set_defaults(func=_bench)
+
+    p = sub.add_parser("gpu-check", help="the one prepared GPU check at the 7B shapes with random weights: training "
+                       "step time and MFU, engine vs faithful loop, streaming memory at 1080p/4K (glus.gpu_check)")
+    p.add_argument("--out", default="runs/gpu", help="writes gpu.json and gpu.md here")
+    p.add_argument("--dry", action="store_true", help="the same script at the tiny shapes on the CPU (a rot check)")
+    p.add_argument("--device", default=None, help="default: cuda (cpu with --dry)")
+    p.add_argument("--data", default=None, help="synthetic training data (default: OUT/data, written if missing)")
+    p.add_argument("--parts", nargs="+", choices=("train", "infer", "stream", "compile"),
+                   default=["train", "infer", "stream", "compile"])
+    p.set_defaults(func=_gpu_check)
+
+    model = sub.add_parser("model", help="model inspection").add_subparsers(dest="model_command", required=True)
+    p = model.add_parser("summary", help="trainable parameters by module (the 7B shapes on the meta device)")
+    p.add_argument("--preset", choices=("glus-7b", "tiny"), default="glus-7b")
+    p.add_argument("--sam", default="sam2_hiera_l", help="SAM-2 config for the glus-7b preset (published: SAM-2.0 L)")
+    p.add_argument("--memory", choices=("published", "e2e"), default="published",
+                   help="the published memory bank (frozen) or ours (trained end to end)")
+    p.set_defaults(func=_model_summary)
+
+    p = model.add_parser("cost", help="FLOPs per expression-frame (faithful loop, engine, sparse mode, the VOS path) "
+                         "and per training sample, and memory: counted by running the model's modules on the meta "
+                         "device (glus.eval.cost)")
+    p.add_argument("--recipe", default=None, help="a recipe (GLUS or plain VOS); LISA-7B recipes are built with "
+                   "LISA-7B-v1's shapes on the meta device, no checkpoint read")
+    p.add_argument("--preset", choices=("glus-7b", "tiny"), default=None, help="instead of --recipe (default glus-7b)")
+    p.add_argument("--memory", choices=("published", "e2e"), default="published", help="--preset's memory bank")
+    p.add_argument("--frames", type=int, default=32, help="frames of the video the per-frame figures average over")
+    p.add_argument("--expressions", type=int, default=8, help="expressions of the video (the engine batches them)")
+    p.add_argument("--every", type=int, nargs="+", default=[4, 8, 16], help="sparse mode's K values")
+    p.add_argument("--window", type=int, default=4, help="query frames per window")
+    p.add_argument("--expression", default="the person walking to the left",
+                   help="the expression text (it sets the prompt's text tokens)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder for the text token counts (default: the "
+                   "recipe's own when its folder exists, else the tiny one stands in: image tokens stay exact)")
+    p.add_argument("--vos-recipe", default=None, help="sparse mode's VOS model (default: the model's own SAM-2 and "
+                   "memory)")
+    p.add_argument("--no-training", action="store_true", help="inference figures only")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.set_defaults(func=_model_cost)

@@ -1,0 +1,32 @@
+"""`glus fit` (LightningCLI overrides travel in args.lightning_args: glus.cli.main puts them there) and
+`glus runs compare`."""
+from __future__ import annotations
+
+
+def _fit(args) -> int:
+    from glus.train.cli import fit
+
+    fit(args.lightning_args, runs_root=args.runs, resume=args.resume, name=args.name, wandb=args.wandb)
+    return 0
+
+
+def _runs_compare(args) -> int:
+    from glus.train.report import merge_control
+
+    merge_control(args.run, args.control)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("fit", help="train a recipe: glus fit --config recipes/NAME.yaml [LightningCLI overrides]")
+    p.add_argument("--runs", default="runs", help="runs live under RUNS/<recipe>/<time>, RUNS/<recipe>/latest")
+    p.add_argument("--name", default=None, help="run family name (default: the recipe file's name)")
+    p.add_argument("--resume", default=None, help="'latest' or a run folder: continue from its last.ckpt")
+    p.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline")
+    p.set_defaults(func=_fit)
+
+    runs = sub.add_parser("runs", help="training runs").add_subparsers(dest="runs_command", required=True)
+    p = runs.add_parser("compare", help="add a blank-text control's figures to a run's metrics.json")
+    p.add_argument("run")
+    p.add_argument("control")
+    p.set_defaults(func=_runs_compare)
