@@ -23,7 +23,7 @@ export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test synth check train eval bench gpu-check pseudolabel clean-venv help
+.PHONY: install test synth check train eval bench gpu-check gpu-wheels pseudolabel clean-venv help
 
 help:
 	@echo "make install | test | synth | check | train [RECIPE=$(RECIPE)] [CONTROL=0] | eval [CKPT= BENCH= ROOT=] | bench"
@@ -132,3 +132,20 @@ GPU_PY ?=
 gpu-check: $(if $(GPU_PY),,install)
 	$(if $(GPU_PY),PYTHONPATH=.:$$PYTHONPATH $(GPU_PY),$(BIN)/python) -m glus gpu-check \
 		$(if $(filter 1,$(DRY)),--dry --out runs/gpu-dry,--out runs/gpu)
+
+# Wheels (CPython 3.12, x86-64 Linux) of what a GPU image with torch, lightning and the usual scientific stack
+# lacks or holds at other versions, pinned as .ci/constraints.txt pins them: .whl/ (git-ignored, ~25 MB), for a
+# machine that cannot reach a registry. There: pip install --no-index --no-deps --target /tmp/site .whl/*.whl,
+# then PYTHONPATH=/tmp/site make gpu-check GPU_PY=python3 (README, Performance).
+GPU_WHEELS := annotated-types datasets dill hjson httpcore2 httpx2 huggingface_hub hydra-core multiprocess omegaconf \
+	peft pycocotools pydantic pydantic_core tokenizers transformers typing-inspection
+GPU_SDISTS := deepspeed antlr4-python3-runtime iopath
+gpu-wheels: install
+	rm -rf .whl && mkdir -p .whl
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-c .ci/constraints.txt -d .whl $(GPU_WHEELS)
+	DS_BUILD_OPS=0 $(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -c .ci/constraints.txt -w .whl \
+		$(GPU_SDISTS)
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w .whl sam2==1.1.0
+	@ls .whl && du -sh .whl
