@@ -99,7 +99,7 @@ else ifeq ($(RECIPE),rds_synthetic)
 		--out runs/rds_synthetic_importance.json
 	for r in $(RDS_RATIOS); do \
 		$(BIN)/glus fit --config recipes/vos_synthetic.yaml --config recipes/rds/tiny_deep.yaml \
-			--config recipes/rds_synthetic.yaml --model.init_args.builder.init_args.rds \
+			--config recipes/rds/rds_synthetic.yaml --model.init_args.builder.init_args.rds \
 			"{keep_ratio: $$r, tau: 1.0, budget_weight: 1.0}" --name rds_synthetic_keep$$r || exit 1; done
 	$(BIN)/glus vos-table full=$(RDS_FULL) $(foreach r,$(RDS_RATIOS),keep$(r)=runs/rds_synthetic_keep$(r)/latest) \
 		--control keep1.0 --out runs/rds_synthetic_table

@@ -201,7 +201,7 @@ def test_the_rds_recipes_chain_runs_and_the_export_reloads(tmp_path, synth_root)
     overlay = tmp_path / "rds.yaml"
     overlay.write_text(yaml.safe_dump({"model": {"init_args": {"builder": {"init_args": {
         "init_from": str(full), "encoder_lora": {"importance": str(importance), "top_k": 2, "r": 2}}}}}}))
-    cli = fit(["--config", base[0], "--config", base[1], "--config", str(recipes / "rds_synthetic.yaml"),
+    cli = fit(["--config", base[0], "--config", base[1], "--config", str(recipes / "rds" / "rds_synthetic.yaml"),
                "--config", str(short), "--config", str(overlay)], runs_root=str(runs), name="rds", wandb="disabled")
     assert cli.trainer.global_step == 2
     model, _, _ = load_export(runs / "rds" / "latest" / "export")

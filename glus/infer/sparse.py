@@ -77,9 +77,9 @@ class SparseEngine:
         cache: dict[int, tuple] = {}
         encode = encoder_of(self.vos, lambda t: load_frames(video, [t])[0])
 
-        def cached(t: int):
+        def cached(t: int, prior=None):  # with RDS, a frame is routed by the first pass that reaches it
             if t not in cache:
-                cache[t] = encode(t)
+                cache[t] = encode(t, prior)
             return cache[t]
         return cached
 

@@ -201,9 +201,8 @@ class SAM2Segmenter(nn.Module):
 
     def dense_pe(self) -> torch.Tensor:
         """The prompt encoder's dense positional encoding, in the weights' dtype. sam2 builds its grid in float32
-        whatever the weights' dtype, so with bfloat16 weights (DeepSpeed's bf16 training casts the whole model;
-        `glus predict` on CUDA) its float32 @ bfloat16 product fails; the published GLUS edited its copy of sam2.
-        Here the package's own code runs on a float32 copy of the (fixed, random) matrix, and the result is cast."""
+        whatever the weights' dtype (see `in_dtype`), so with bfloat16 weights the package's own code runs on a
+        float32 copy of the (fixed, random) matrix, and the result is cast."""
         layer = self.sam.sam_prompt_encoder.pe_layer
         matrix = layer.positional_encoding_gaussian_matrix
         if matrix.dtype == torch.float32:
