@@ -210,3 +210,21 @@ def test_the_rds_recipes_chain_runs_and_the_export_reloads(tmp_path, synth_root)
     assert len(adapters) == 2
     for name, p in cli.model.model.named_parameters():  # the trained tensors, router and adapters included
         assert torch.equal(p, dict(model.named_parameters())[name]), name
+
+
+def test_random_choice_keeps_as_many_blocks_as_the_router():
+    """The control of `glus vos-eval --rds-choice random`: the same count per frame, other blocks, reproducible."""
+    seg = _segmenter(rds={"keep_ratio": 0.5})
+    with torch.no_grad():
+        seg.rds.router.mlp[2].bias.copy_(torch.linspace(2, -2, len(seg.rds.skippable)))
+        x = torch.randn(6, 3, 128, 128)
+        router = seg.encode_image(x).routing.keep
+        seg.rds.choice = "random"
+        drawn = seg.encode_image(x).routing.keep
+        del seg.rds._random
+        again = seg.encode_image(x).routing.keep
+    assert (drawn.sum(1) == router.sum(1)).all() and (drawn.sum(1) == 4).all()
+    assert not torch.equal(drawn, router) and torch.equal(drawn, again)
+    seg.rds.choice = "best"
+    with pytest.raises(ValueError, match="'router' or 'random'"):
+        seg.encode_image(x[:1])

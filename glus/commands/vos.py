@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from glus.commands.common import load_for_inference, model_args, split_args
+from glus.errors import GlusError
 
 
 def _vos(args) -> int:
@@ -21,6 +22,11 @@ def _vos_eval(args) -> int:
     from glus.eval.vos_eval import evaluate_vos, format_vos_table, write_vos_results
 
     model, _, _ = load_for_inference(args, kind="vos")
+    if args.rds_choice:
+        if model.segmenter.rds is None:
+            raise GlusError(f"--rds-choice: {args.ckpt} has no RDS router. Fix: leave the option out, or give an "
+                            "RDS export (recipes/rds/)")
+        model.segmenter.rds.choice = args.rds_choice
     result = evaluate_vos(model, args.root, args.data, max_videos=args.max_videos, progress=not args.quiet)
     write_vos_results(args.out, result)
     print(format_vos_table({args.ckpt: result}))
@@ -67,6 +73,8 @@ def add_parsers(sub) -> None:
     split_args(p, "a split with ground truth, e.g. mevis/valid_u")
     p.add_argument("--out", required=True, help="folder for vos_metrics.json and vos_per_expression.csv")
     p.add_argument("--max-videos", type=int, default=None)
+    p.add_argument("--rds-choice", choices=("router", "random"), default=None,
+                   help="RDS exports: the blocks each frame runs, the router's or as many drawn at random (a control)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_vos_eval)
 

@@ -170,10 +170,20 @@ class RDS(nn.Module):
             gates.append(gate)
         return torch.cat(keeps), _cat(softs), _cat(gates)
 
+    # inference's choice of blocks: "router" (its top logits), or "random" (the same number, drawn per frame
+    # from a fixed seed): the control that says whether the router's choice matters. Not saved with the model.
+    choice: str = "router"
+
     def _decide(self, logits: torch.Tensor):
         if self.training and torch.is_grad_enabled():
             gate, soft = gumbel_sigmoid(logits, self.tau)
             return (soft > 0.5).to(soft.dtype).detach(), soft, gate
+        if self.choice == "random":
+            if not hasattr(self, "_random"):
+                self._random = torch.Generator().manual_seed(0)
+            logits = torch.rand(logits.shape, generator=self._random).to(logits.device)
+        elif self.choice != "router":
+            raise ValueError(f"RDS choice must be 'router' or 'random', got {self.choice!r}")
         return top_k_keep(logits, self.keep_ratio), None, None
 
     @staticmethod
