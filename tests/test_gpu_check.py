@@ -1,4 +1,4 @@
-"""The prepared GPU check (glus.gpu_check) must not rot: its dry run (the same script at the tiny shapes on the
+"""The prepared GPU check (glus.gpu_check, gpu_parts, gpu_report) must not rot: its dry run (the same script at the tiny shapes on the
 CPU, CPU ZeRO-2) runs here end to end; its parts' arithmetic is checked by hand; the random-weights builder of
 the 7B shapes builds the recipe's model (on the meta device here)."""
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 import torch
 import yaml
 
-from glus.gpu_check import agreement, format_report
+from glus.gpu_parts import agreement
+from glus.gpu_report import format_report
 REPO = Path(__file__).resolve().parents[1]
 
 

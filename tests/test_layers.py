@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "glus"
-TOP = ("glus.cli", "glus.commands", "glus.bench", "glus.gpu_check")  # the command line and the check scripts
+# the command line and the check scripts
+TOP = ("glus.cli", "glus.commands", "glus.bench", "glus.gpu_check", "glus.gpu_parts", "glus.gpu_report")
 FORBIDDEN = {  # layer -> packages it must never import
     "glus.data": ("glus.model", "glus.train", "glus.infer", "glus.eval", *TOP),
     "glus.model": ("glus.data", "glus.train", "glus.infer", "glus.eval", *TOP),
