@@ -7,7 +7,8 @@ import json
 def _data_synth(args) -> int:
     from glus.data.synth import write_synthetic
 
-    counts = write_synthetic(args.out, seed=args.seed, videos=args.videos, no_target_rate=args.no_target_rate)
+    counts = write_synthetic(args.out, seed=args.seed, videos=args.videos, no_target_rate=args.no_target_rate,
+                             valid_per_kind=args.valid_per_kind)
     print(f"wrote {args.out}/mevis and {args.out}/refytvos: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
@@ -38,6 +39,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="output folder; gets mevis/ and refytvos/")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--videos", type=int, default=32, help="training videos (valid_u gets a quarter)")
+    p.add_argument("--valid-per-kind", type=int, default=None, metavar="N",
+                   help="valid_u holds N expressions of each kind (appearance, look-alike, motion, plural) instead "
+                        "of a quarter of the training videos' count")
     p.add_argument("--no-target-rate", type=float, default=0.0,
                    help="fraction of videos given a MeViS-v2 no-target expression")
     p.set_defaults(func=_data_synth)

@@ -28,6 +28,21 @@ class VOSClipSpec:
     max_skip: int = 1
     sam_size: int = 1024
     tries: int = 8   # start frames tried before a video counts as having no visible object
+    # How the first frame is given, as SAM-2 trains (its mask, clicks or a box), with these probabilities; clicks
+    # and boxes make the decoder promptable, which GLUS' [SEG] prompts need. None: always the mask.
+    prompts: dict | None = None
+    max_clicks: int = 3
+    box_noise: float = 0.1   # box corners move by up to this fraction of the box's side
+
+    def __post_init__(self):
+        if self.prompts is not None:
+            unknown = sorted(set(self.prompts) - set(PROMPT_KINDS))
+            if unknown or not sum(self.prompts.values()) > 0 or min(self.prompts.values()) < 0:
+                raise DataError(f"clip.prompts {self.prompts}: kinds are {list(PROMPT_KINDS)} with probabilities "
+                                ">= 0 that do not all vanish", fix="e.g. {mask: 0.2, clicks: 0.4, box: 0.4}")
+
+
+PROMPT_KINDS = ("mask", "clicks", "box")
 
 
 def video_objects(exprs: list[Expression]) -> list[tuple[Expression, object]]:
@@ -80,9 +95,40 @@ class VOSClipDataset(torch.utils.data.Dataset):
         vid, frames, objects = self.draw(i)
         video = self.split.videos[vid]
         pixels = load_frames(video, frames)
-        masks = torch.from_numpy(self._masks(vid, objects, frames))
-        return {"sam": sam_input(pixels, self.spec.sam_size), "masks": masks, "video": vid, "frames": frames,
-                "objects": [str(o) for _, o in objects], "index": i}
+        masks = self._masks(vid, objects, frames)
+        item = {"sam": sam_input(pixels, self.spec.sam_size), "masks": torch.from_numpy(masks), "video": vid,
+                "frames": frames, "objects": [str(o) for _, o in objects], "index": i}
+        if self.spec.prompts:
+            item["points"] = first_frame_prompt(masks[:, 0], self.spec, rng_for(self.seed, i, 2))
+        return item
+
+
+def first_frame_prompt(masks_NHW: np.ndarray, spec: VOSClipSpec, rng: np.random.Generator):
+    """None (the first frame's masks are given), or (coords (N, P, 2) float in SAM-2 input pixels, labels (N, P)
+    int) in SAM-2's point convention: clicks drawn uniformly inside each object (label 1), or each object's box
+    with jittered corners (labels 2, 3). One kind per clip, so that its objects batch."""
+    kinds = list(spec.prompts)
+    weights = np.array([spec.prompts[k] for k in kinds], dtype=float)
+    kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
+    if kind == "mask":
+        return None
+    n, h, w = masks_NHW.shape
+    scale = np.array([spec.sam_size / w, spec.sam_size / h])
+    clicks = int(rng.integers(1, spec.max_clicks + 1))
+    coords, labels = [], []
+    for mask in masks_NHW:
+        ys, xs = np.nonzero(mask)
+        if kind == "clicks":
+            pick = rng.integers(len(xs), size=clicks)
+            coords.append(np.stack([xs[pick], ys[pick]], 1))
+            labels.append([1] * clicks)
+        else:
+            box = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.max() + 1]], dtype=float)
+            side = box[1] - box[0]
+            coords.append((box + rng.uniform(-1, 1, (2, 2)) * spec.box_noise * side).clip(0, [w, h]))
+            labels.append([2, 3])
+    return (torch.from_numpy((np.stack(coords) * scale).astype(np.float32)),
+            torch.tensor(labels, dtype=torch.int32))
 
 
 def collate_vos(items: list[dict]) -> list[dict]:

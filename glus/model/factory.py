@@ -127,8 +127,11 @@ class TinyGLUSBuilder:
                  train_vision_tower: bool = False, train_language_model: bool = False,
                  lora: bool = True, embeddings: str = "all", label_mode: str = "seg",
                  segmenter: dict | None = None, memory: dict | None = None, loss_weights: dict | None = None,
-                 seg_projection_gain: float = 1.0, template: str = "published", clip_resize: str = "crop"):
-        """seg_projection_gain scales the initial last layer of the [SEG] projection. Its default init gives
+                 seg_projection_gain: float = 1.0, template: str = "published", clip_resize: str = "crop",
+                 segmenter_init: str | None = None):
+        """segmenter_init: a plain VOS export (the promptable pretraining, recipes/pretrain/segmenter_synthetic.yaml)
+        whose segmenter tensors (SAM-2 and the memory, which must be configured alike) start this model's: what a
+        pretrained SAM-2 gives the real model. seg_projection_gain scales the initial last layer of the [SEG] projection. Its default init gives
         prompts of norm ~1.4, against ~6-7 for the tiny decoder's own tokens and point prompts; a decoder trained
         from scratch then learns to ignore the prompt before the LLM has learnt to fill it (the synthetic
         recipe uses 5)."""
@@ -141,6 +144,11 @@ class TinyGLUSBuilder:
         self.segmenter = {"image_size": sam_image_size, "train_image_encoder": train_image_encoder, **(segmenter or {})}
         self.loss_weights = LossWeights(**(loss_weights or {}))
         self.seg_projection_gain = seg_projection_gain
+        self.segmenter_init = segmenter_init
+
+    def required_paths(self) -> list[tuple[str, str]]:
+        return [(self.segmenter_init, "make pretrain (the promptable segmenter, recipes/pretrain/"
+                                      "segmenter_synthetic.yaml)")] if self.segmenter_init else []
 
     def build(self):
         tokenizer = build_tiny_tokenizer()
@@ -154,8 +162,13 @@ class TinyGLUSBuilder:
                           new_token_ids=tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS)))
         torch.manual_seed(self.seed + 1)
         segmenter = SAM2Segmenter(self.sam_config, memory=self.memory, **self.segmenter)
-        return GLUS(mllm, segmenter, self.loss_weights, seg_projection_gain=self.seg_projection_gain,
-                    template=self.template), tokenizer
+        model = GLUS(mllm, segmenter, self.loss_weights, seg_projection_gain=self.seg_projection_gain,
+                     template=self.template)
+        if self.segmenter_init:
+            from glus.model.load import copy_heads
+
+            copy_heads(model, self.segmenter_init, prefix="segmenter.")
+        return model, tokenizer
 
 
 class LisaGLUSBuilder:

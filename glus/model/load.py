@@ -57,17 +57,20 @@ def in_heads(name: str) -> bool:
     return not (name.startswith("mllm.") and "lora_" in name)
 
 
-def copy_heads(model, folder: str | Path) -> list[str]:
+def copy_heads(model, folder: str | Path, prefix: str = "") -> list[str]:
     """Copy an export's heads.safetensors into `model` (which may have more parameters, e.g. a new router):
-    every tensor of the file must exist in the model with its shape. Returns the names copied."""
+    every tensor of the file whose name starts with `prefix` must exist in the model with its shape (e.g.
+    "segmenter." starts a GLUS' SAM-2 and memory from a plain VOS export). Returns the names copied."""
     path = Path(folder) / HEADS
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: init_from must name an export folder\n{EXPORT_LAYOUT}")
-    heads, own = load_file(str(path)), dict(model.named_parameters())
+    heads = {n: v for n, v in load_file(str(path)).items() if n.startswith(prefix)}
+    own = dict(model.named_parameters())
     unknown = sorted(n for n in heads if n not in own or own[n].shape != heads[n].shape)
-    if unknown:
+    if unknown or not heads:
         raise CheckpointError(f"{path}: tensors this model lacks or shapes it differs in: {unknown[:20]} (was the "
-                              "export made with another SAM-2 config or memory?)")
+                              "export made with another SAM-2 config or memory?)" if heads else
+                              f"{path} holds no tensor named {prefix}*: is it the right kind of export?")
     with torch.no_grad():
         for name, value in heads.items():
             own[name].copy_(value)

@@ -47,11 +47,12 @@ def label_positions(labels_EL: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return (rows, cols), shifted[rows, cols]
 
 
-def expression_loss(log_probs_EQV: torch.Tensor, ids_ET: torch.Tensor) -> torch.Tensor:
-    """Bag-of-words reconstruction: mean over expressions, query frames and the expression's tokens of
-    -log p(token), with p the LM head's distribution at the [SEG]-predicting position. ids_ET is right-padded
-    with IGNORE_INDEX."""
-    valid = ids_ET != IGNORE_INDEX
-    picked = log_probs_EQV.gather(2, ids_ET.clamp(min=0)[:, None, :].expand(-1, log_probs_EQV.size(1), -1))
-    per_expression = -(picked * valid[:, None, :]).sum(2) / valid.sum(1, keepdim=True).clamp(min=1)  # (E, Q)
-    return per_expression.mean()
+def expression_loss(log_probs_EQV: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Bag-of-words reconstruction: mean over expressions, query frames and the target's tokens of -log p(token),
+    with p the LM head's distribution at the [SEG]-predicting position. `ids`: (E, T) one target per expression,
+    or (E, Q, T) one per query frame; right-padded with IGNORE_INDEX."""
+    ids_EQT = ids[:, None, :].expand(-1, log_probs_EQV.size(1), -1) if ids.dim() == 2 else ids
+    valid = ids_EQT != IGNORE_INDEX
+    picked = log_probs_EQV.gather(2, ids_EQT.clamp(min=0))
+    per_target = -(picked * valid).sum(2) / valid.sum(2).clamp(min=1)  # (E, Q)
+    return per_target.mean()

@@ -26,25 +26,34 @@ from glus.model.segmenter.sam2_segmenter import FrameFeatures
 
 @dataclass
 class VOSClipBatch:
-    """One video's clip: SAM inputs (T, 3, S, S) and its objects' masks (N, T, H, W) at the original size."""
+    """One video's clip: SAM inputs (T, 3, S, S), its objects' masks (N, T, H, W) at the original size, and how
+    the first frame is given: None (its masks) or clicks/box corners as SAM-2 points ((N, P, 2) coords in input
+    pixels, (N, P) labels; `glus.data.vos_clips.first_frame_prompt`)."""
 
     sam_frames: torch.Tensor
     masks: torch.Tensor
+    points: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def to(self, device) -> "VOSClipBatch":
-        return VOSClipBatch(self.sam_frames.to(device), self.masks.to(device))
+        points = None if self.points is None else tuple(p.to(device) for p in self.points)
+        return VOSClipBatch(self.sam_frames.to(device), self.masks.to(device), points)
 
 
 class VOSModel(nn.Module):
-    def __init__(self, segmenter: SAM2Segmenter, loss_weights: LossWeights | None = None):
+    def __init__(self, segmenter: SAM2Segmenter, loss_weights: LossWeights | None = None,
+                 prompted: bool = False):
+        """prompted: training clips may start from clicks or a box (promptable pretraining), decoded with an
+        empty memory; otherwise every pass starts from a given mask."""
         super().__init__()
         self.segmenter = segmenter
         self.loss_weights = loss_weights or LossWeights()
-        self._freeze_empty_memory_reads()
+        self.prompted = prompted
+        if not prompted:
+            self._freeze_empty_memory_reads()
 
     def _freeze_empty_memory_reads(self) -> None:
-        """Every pass of this path starts from a given mask, so a memory is never read empty: its "no memory"
-        parameters would get no gradient (and DDP refuses parameters that get none). NoMemory is always empty."""
+        """A pass that starts from a given mask never reads an empty memory: its "no memory" parameters would get
+        no gradient (and DDP refuses parameters that get none). NoMemory is always empty."""
         memory, sam = self.segmenter.memory, self.segmenter.sam
         if isinstance(memory, NoMemory):
             return
@@ -68,7 +77,8 @@ class VOSModel(nn.Module):
         return seg.step(state, frame_idx, feats.expand(num_objects), sparse_BNC=prompt)
 
     def forward(self, clip: VOSClipBatch) -> torch.Tensor:
-        """Low-resolution logits (N, T-1, h, w) of frames 1.. of the clip, from frame 0's ground truth."""
+        """Low-resolution logits (N, T', h, w) of the clip's supervised frames: frames 1.. from frame 0's
+        ground truth, or every frame when frame 0 is given by clicks or a box (T' = T)."""
         return self.run_clip(clip)[0]
 
     def run_clip(self, clip: VOSClipBatch):
@@ -79,15 +89,21 @@ class VOSModel(nn.Module):
         prior = RoutePrior(objects_union(clip.masks.transpose(0, 1))) if seg.rds is not None else None
         feats = seg.encode_image(clip.sam_frames, prior, sequential=True)  # every frame once, shared by the objects
         state = seg.reset(num_frames=T, joint_objects=True)
-        self.start(state, 0, frame_of(feats, 0), clip.masks[:, 0])
-        logits = [self.track(state, t, frame_of(feats, t), N).low_res_logits[:, 0] for t in range(1, T)]
+        logits = []
+        if clip.points is None:
+            self.start(state, 0, frame_of(feats, 0), clip.masks[:, 0])
+        else:  # SAM-2's prompted first frame: decoded from the clicks or box, kept as a conditioning frame
+            sparse = seg.point_prompt(*clip.points)
+            logits.append(seg.step(state, 0, frame_of(feats, 0).expand(N), sparse_BNC=sparse,
+                                   cond=True).low_res_logits[:, 0])
+        logits += [self.track(state, t, frame_of(feats, t), N).low_res_logits[:, 0] for t in range(1, T)]
         return torch.stack(logits, 1), feats.routing
 
     def losses(self, logits_NThw: torch.Tensor, clip: VOSClipBatch, routing=None) -> dict[str, torch.Tensor]:
         """BCE and Dice per mask at the ground truth's size, as GLUS' mask losses; with RDS in training, the
         router's compute-budget loss and the kept ratio (logged, not a loss)."""
         w = self.loss_weights
-        gt = clip.masks[:, 1:].flatten(0, 1)
+        gt = clip.masks[:, clip.masks.size(1) - logits_NThw.size(1):].flatten(0, 1)
         up = F.interpolate(logits_NThw.flatten(0, 1)[:, None], size=gt.shape[-2:], mode="bilinear",
                            align_corners=False)[:, 0]
         terms = {"bce": bce_per_mask(up, gt).mean(), "dice": dice_per_mask(up, gt).mean()}
@@ -119,11 +135,13 @@ class VOSBuilder:
     def __init__(self, sam_config: str = "sam2_hiera_l", sam_checkpoint: str | None = None,
                  sam_image_size: int | None = None, memory: dict | None = None, train_image_encoder: bool = False,
                  segmenter: dict | None = None, loss_weights: dict | None = None, seed: int = 0,
-                 init_from: str | None = None, rds: dict | None = None, encoder_lora: dict | None = None):
+                 init_from: str | None = None, rds: dict | None = None, encoder_lora: dict | None = None,
+                 prompted: bool = False):
         """init_from: a plain VOS export whose trained tensors start this model (e.g. RDS fine-tuned from a
         trained VOS model); the RDS router (`rds`) and the encoder's I-LoRA (`encoder_lora`) are added after
         (SAM2Segmenter's settings of the same names). The export is read whenever the model is built, so a model
-        made this way needs it to load."""
+        made this way needs it to load. prompted: the training clips may start from clicks or a box (the data's
+        `clip.prompts`); the prompt encoder then trains too (`train_prompt_encoder`)."""
         self.__dict__.update({k: v for k, v in locals().items() if k != "self"})
 
     def required_paths(self) -> list[tuple[str, str]]:
@@ -136,12 +154,13 @@ class VOSBuilder:
     def build(self):
         """(VOSModel, None): no tokenizer, the language model is not part of this path."""
         torch.manual_seed(self.seed)
-        settings = {**(self.segmenter or {}), **({"rds": self.rds} if self.rds else {}),
+        settings = {**(self.segmenter or {}), **({"train_prompt_encoder": True} if self.prompted else {}),
+                    **({"rds": self.rds} if self.rds else {}),
                     **({"encoder_lora": self.encoder_lora} if self.encoder_lora else {})}
         later = {k: settings.pop(k) for k in ("rds", "encoder_lora") if self.init_from and settings.get(k)}
         segmenter = SAM2Segmenter(self.sam_config, self.sam_image_size, self.sam_checkpoint, memory=self.memory,
                                   train_image_encoder=self.train_image_encoder, **settings)
-        model = VOSModel(segmenter, LossWeights(**(self.loss_weights or {})))
+        model = VOSModel(segmenter, LossWeights(**(self.loss_weights or {})), prompted=self.prompted)
         if self.init_from:
             from glus.model.load import copy_heads
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from glus.data.samplers import rng_for
-from glus.data.synth.language import expression_kinds
+from glus.data.synth.language import expression_captions, expression_kinds
 from glus.eval.metrics import aggregate_mean
 from glus.model.contrastive import TokenBank, TokenKey, gather_across_ranks, object_contrastive_loss
 from glus.model.glus import ClipBatch
@@ -18,6 +18,18 @@ from glus.train.base import TrainingBase
 from glus.train.report import by_kind
 
 BLANK_TEXT = "object"  # the control run's expression: says nothing about which object
+EXPRESSION_TARGETS = ("expression", "caption", "grounded")
+
+
+def place(mask_HW: torch.Tensor) -> str:
+    """Where a mask lies in its frame, in words: "at the top left", "at the middle centre"; "out of view"."""
+    ys, xs = torch.nonzero(mask_HW, as_tuple=True)
+    if len(xs) == 0:
+        return "out of view"
+    h, w = mask_HW.shape
+    row = ("top", "middle", "bottom")[min(int(3 * ys.float().mean() / h), 2)]
+    col = ("left", "centre", "right")[min(int(3 * xs.float().mean() / w), 2)]
+    return f"at the {row} {col}"
 
 
 @dataclass
@@ -37,7 +49,15 @@ class GLUSModule(TrainingBase):
                  label_mode: str = "seg", blank_text: bool = False, seed: int = 0,
                  evaluation: EvalSpec | None = None, gradient_checkpointing: bool = False,
                  contrastive_bank: int = 512, contrastive_negatives: int = 128, contrastive_tau: float = 0.07,
-                 contrastive_splits: tuple[str, ...] = ("mevis/",), contrastive_hard_negatives: bool = False):
+                 contrastive_splits: tuple[str, ...] = ("mevis/",), contrastive_hard_negatives: bool = False,
+                 expression_target: str = "expression"):
+        """expression_target: what the expression loss (`loss_weights.expression`) asks the [SEG] state to name:
+        the expression's own words, or "caption": the referred objects in full (colour, shape and motion), where
+        the data has captions (the synthetic data does; other expressions keep their own words), or "grounded":
+        the caption and where the objects are in each query frame ("at the top left", from the ground truth). A
+        pretrained LISA learnt to name and place what it sees from LLaVA's data; the tiny LLM learns it here."""
+        if expression_target not in EXPRESSION_TARGETS:
+            raise ValueError(f"expression_target must be one of {EXPRESSION_TARGETS}, got {expression_target!r}")
         super().__init__()
         self.save_hyperparameters(ignore=["builder"])
         self.model, self.tokenizer = builder.build()
@@ -48,6 +68,7 @@ class GLUSModule(TrainingBase):
         self.evaluation = EvalSpec(**evaluation) if isinstance(evaluation, dict) else evaluation
         self.bank = TokenBank(contrastive_bank)
         self.results: dict = {}
+        self.captions: dict = {}  # (split, video, exp_id) -> caption, read in setup when the target asks for them
 
     # ---- training -------------------------------------------------------------------------------------
 
@@ -58,12 +79,22 @@ class GLUSModule(TrainingBase):
         q, seed = self.hparams.num_query, self.hparams.seed
         texts = [self.text(t) for t in batch["texts"]]
         items = [self.prompts.build(t, q, rng_for(seed, i, 1)) for t, i in zip(texts, batch["index"])]
-        expression_ids = None
-        if self.model.loss_weights.expression > 0:
-            expression_ids, _ = pad_right([self.prompts.expression_tokens(t) for t in texts], IGNORE_INDEX)
+        expression_ids = self.loss_targets(batch, texts) if self.model.loss_weights.expression > 0 else None
         return ClipBatch(batch["clip"], batch["sam"], self._to_device(self.prompts.collate(items, q)),
                          batch["video_index"].to(self.device), [m.to(self.device) for m in batch["masks"]],
                          {"ids": batch["ids"]}, expression_ids)
+
+    def loss_targets(self, batch: dict, texts: list[str]) -> torch.Tensor:
+        """Token ids the expression loss asks the [SEG] states to name: (E, T), or (E, Q, T) when grounded."""
+        target = self.hparams.expression_target
+        if target != "expression":
+            texts = [self.captions.get(key[:3], text) for key, text in zip(batch["ids"], texts)]
+        if target != "grounded":
+            return pad_right([self.prompts.expression_tokens(t) for t in texts], IGNORE_INDEX)[0]
+        rows = [self.prompts.expression_tokens(f"{text} {place(mask)}")
+                for text, masks in zip(texts, batch["masks"]) for mask in masks]
+        ids = pad_right(rows, IGNORE_INDEX)[0]
+        return ids.view(len(texts), -1, ids.size(1))
 
     def _to_device(self, prompts):
         for name in ("input_ids", "attention_mask", "labels", "seg_positions"):
@@ -127,9 +158,20 @@ class GLUSModule(TrainingBase):
     def setup(self, stage: str) -> None:
         """The data must prepare frames as the model reads them (a recipe links the sizes; this catches a
         recipe or an override that unlinks them)."""
-        spec = getattr(getattr(self.trainer, "datamodule", None), "clip", None)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        spec = getattr(datamodule, "clip", None)
         if spec is None:
             return
+        if self.hparams.expression_target != "expression":
+            self.captions = {(split, *key): text for split in datamodule.mix
+                             for key, text in expression_captions(Path(datamodule.root) / split /
+                                                                  "meta_expressions.json").items()}
+            if not self.captions:
+                from glus.errors import GlusError
+
+                raise GlusError(f"model.init_args.expression_target is {self.hparams.expression_target!r} but no "
+                                f"split of {datamodule.root} ({', '.join(datamodule.mix)}) has captions. Fix: regenerate synthetic data with "
+                                "`glus data synth` (older data has none), or set expression_target: expression")
         hp, mllm, seg = self.hparams, self.model.mllm, self.model.segmenter
         expected = {"clip_size": mllm.vision_tower.config.image_size, "clip_resize": mllm.config.clip_resize,
                     "sam_size": seg.image_size, "num_context": hp.num_context, "num_query": hp.num_query}

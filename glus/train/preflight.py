@@ -33,6 +33,8 @@ def required_inputs(config: dict) -> list[tuple[str, str]]:
             out.append((paths[key], how_w))
     if paths.get("init_from"):  # the key-frame selector starts from a GLUS export
         out.append((paths["init_from"], "make train (the synthetic GLUS export)"))
+    if paths.get("segmenter_init"):  # the tiny GLUS starts from the promptable segmenter's export
+        out.append((paths["segmenter_init"], "make pretrain (recipes/pretrain/segmenter_synthetic.yaml)"))
     data = config.get("data", {}).get("init_args", {})
     if data.get("labels"):  # the key-frame selector's pseudo-labels
         out.append((data["labels"], "run `glus pseudolabel ...` first (make pseudolabel)"))

@@ -54,7 +54,7 @@ class VOSModule(TrainingBase):
         """Clips one after another (their object counts differ), losses averaged over the clips."""
         total, logged = 0.0, {}
         for item in batch:
-            clip = VOSClipBatch(item["sam"], item["masks"]).to(self.device)
+            clip = VOSClipBatch(item["sam"], item["masks"], item.get("points")).to(self.device)
             logits, routing = self.model.run_clip(clip)
             losses = self.model.losses(logits, clip, routing)
             total = total + losses["loss"] / len(batch)
@@ -71,6 +71,10 @@ class VOSModule(TrainingBase):
         if spec is not None and getattr(spec, "sam_size", size) != size:
             raise GlusError(f"data.init_args.clip.sam_size {spec.sam_size} disagrees with the model's SAM-2 input "
                             f"size {size}. Fix: set them equal (or link them with a YAML anchor)")
+        prompts = getattr(spec, "prompts", None) or {}
+        if any(p > 0 for kind, p in prompts.items() if kind != "mask") and not self.model.prompted:
+            raise GlusError("data.init_args.clip.prompts gives clicks or boxes but the model is not promptable. "
+                            "Fix: set model.init_args.builder.init_args.prompted: true")
 
     def on_fit_end(self):
         if not (self.evaluation and self.trainer.is_global_zero):

@@ -30,6 +30,12 @@ class Referral:
     text: str
     obj_ids: list[int]
     kind: str = APPEARANCE
+    caption: str = ""   # what the referred objects are, in full: colour, shape and motion of each
+
+
+def caption(o) -> str:
+    """An object in full: "the red circle moving left" (its motion's first phrase)."""
+    return f"the {o.colour} {o.shape} {MOTION_PHRASES[o.motion][0]}"
 
 
 def _pick(options, rng: np.random.Generator) -> str:
@@ -52,15 +58,16 @@ def describe(scene: Scene, rng: np.random.Generator, no_target: bool = False) ->
             texts[f"the {name} {phrase}"] = APPEARANCE if unique_look else LOOK_ALIKE
         if motions[o.motion] == 1 and o.shape != "bar":
             texts[f"the object {_pick(phrases, rng)}"] = MOTION
-        out += [Referral(t, [o.obj_id], texts[t]) for t in sorted(texts)]
+        out += [Referral(t, [o.obj_id], texts[t], caption(o)) for t in sorted(texts)]
     for (colour, shape), n in looks.items():
         if n > 1:
             ids = [o.obj_id for o in objs if (o.colour, o.shape) == (colour, shape)]
-            out.append(Referral(f"the {'two' if n == 2 else 'three'} {colour} {shape}s", ids, PLURAL))
+            out.append(Referral(f"the {'two' if n == 2 else 'three'} {colour} {shape}s", ids, PLURAL,
+                                _captions(objs, ids)))
     for motion, n in motions.items():
         if n > 1 and motion != "still":
-            out.append(Referral(f"the objects {PLURAL_MOTION[motion]}",
-                                [o.obj_id for o in objs if o.motion == motion], PLURAL))
+            ids = [o.obj_id for o in objs if o.motion == motion]
+            out.append(Referral(f"the objects {PLURAL_MOTION[motion]}", ids, PLURAL, _captions(objs, ids)))
     if no_target:  # MeViS v2: an expression whose object is not in the video
         absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in looks]
         colour, shape = absent[int(rng.integers(len(absent)))]
@@ -68,12 +75,26 @@ def describe(scene: Scene, rng: np.random.Generator, no_target: bool = False) ->
     return out
 
 
-def expression_kinds(meta_file: str | Path) -> dict[tuple[str, str], str]:
-    """{(video, exp_id): kind} from a synthetic MeViS-layout meta_expressions.json; {} for any other file
-    (real benchmarks carry no kind, and older synthetic data neither)."""
+def _captions(objs, ids: list[int]) -> str:
+    return " and ".join(caption(o) for o in objs if o.obj_id in ids)
+
+
+def expression_field(meta_file: str | Path, field: str) -> dict[tuple[str, str], str]:
+    """{(video, exp_id): value of `field`} from a synthetic MeViS-layout meta_expressions.json; {} for any other
+    file (real benchmarks carry no such field, and older synthetic data neither)."""
     meta_file = Path(meta_file)
     if not meta_file.is_file():
         return {}
     videos = json.loads(meta_file.read_text()).get("videos", {})
-    return {(vid, str(eid)): exp["kind"] for vid, entry in videos.items()
-            for eid, exp in entry.get("expressions", {}).items() if isinstance(exp, dict) and "kind" in exp}
+    return {(vid, str(eid)): exp[field] for vid, entry in videos.items()
+            for eid, exp in entry.get("expressions", {}).items() if isinstance(exp, dict) and exp.get(field)}
+
+
+def expression_kinds(meta_file: str | Path) -> dict[tuple[str, str], str]:
+    """{(video, exp_id): kind} (see `expression_field`)."""
+    return expression_field(meta_file, "kind")
+
+
+def expression_captions(meta_file: str | Path) -> dict[tuple[str, str], str]:
+    """{(video, exp_id): caption}: the referred objects in full (see `expression_field`)."""
+    return expression_field(meta_file, "caption")

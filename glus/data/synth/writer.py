@@ -15,7 +15,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from glus.data.synth.language import describe
+from glus.data.synth.language import APPEARANCE, LOOK_ALIKE, MOTION, PLURAL, describe
 from glus.data.synth.render import render
 from glus.data.synth.scene import Scene, make_scene
 from glus.io import atomic_write_json
@@ -83,7 +83,10 @@ def write_mevis_split(out: Path, split: str, videos: list[SynthVideo], with_mask
             next_anno += 1
         exps = {}
         for k, ref in enumerate(v.referrals):
-            exps[str(k)] = {"exp": ref.text, "obj_id": ref.obj_ids, "kind": ref.kind}  # readers ignore "kind"
+            # readers ignore "kind" and "caption" (the referred objects in full: glus.data.synth.language)
+            exps[str(k)] = {"exp": ref.text, "obj_id": ref.obj_ids, "kind": ref.kind}
+            if ref.caption:
+                exps[str(k)]["caption"] = ref.caption
             if with_masks:
                 exps[str(k)]["anno_id"] = [anno_of[o] for o in ref.obj_ids]
         meta[v.vid] = {"vid_id": v.vid, "frames": names, "expressions": exps}
@@ -119,14 +122,45 @@ def write_refytvos_split(out: Path, split: str, videos: list[SynthVideo], extra_
                           indent=None)
 
 
+# The kinds a balanced valid_u counts (absent expressions, MeViS v2's no-target, are left as they come).
+BALANCED_KINDS = (APPEARANCE, LOOK_ALIKE, MOTION, PLURAL)
+
+
+def balanced_videos(seed: int, per_kind: int, no_target_rate: float = 0.0, max_videos: int = 10_000):
+    """valid_u videos, in order, until every kind of BALANCED_KINDS has `per_kind` expressions: a kind's
+    expressions past its quota are left out (a video left without any is skipped), so that a per-kind J&F rests
+    on `per_kind` cases whatever the kinds' natural frequencies (plural ones are the rarest)."""
+    counts = dict.fromkeys(BALANCED_KINDS, 0)
+    out = []
+    for i in range(max_videos):
+        if min(counts.values()) >= per_kind:
+            return out
+        video = make_video(seed, "valid_u", i, no_target_rate)
+        kept = []
+        for ref in video.referrals:
+            if ref.kind not in counts or counts[ref.kind] < per_kind:
+                kept.append(ref)
+                if ref.kind in counts:
+                    counts[ref.kind] += 1
+        if any(ref.kind in counts for ref in kept):
+            video.referrals = kept
+            out.append(video)
+    raise ValueError(f"{max_videos} videos did not give {per_kind} expressions of each kind: {counts}")
+
+
 def write_synthetic(out: str | Path, seed: int = 0, videos: int = 32, no_target_rate: float = 0.0,
-                    progress: bool = True) -> dict:
-    """Write the synthetic dataset; returns the number of videos per split."""
+                    progress: bool = True, valid_per_kind: int | None = None) -> dict:
+    """Write the synthetic dataset; returns the number of videos per split. valid_u has a quarter as many
+    videos as train, or, with `valid_per_kind`, that many expressions of each kind (`balanced_videos`)."""
     out = Path(out)
     counts = {"train": videos, "valid_u": max(4, videos // 4), "valid": max(2, videos // 8), "test": 2}
     made = {}
     bar = tqdm(total=sum(counts.values()), desc="synthetic videos", disable=not progress)
     for split, n in counts.items():
+        if split == "valid_u" and valid_per_kind:
+            made[split] = balanced_videos(seed, valid_per_kind, no_target_rate)
+            bar.update(n)
+            continue
         made[split] = []
         for i in range(n):
             made[split].append(make_video(seed, split, i, no_target_rate))

@@ -95,6 +95,7 @@ class SAM2Segmenter(nn.Module):
                  train_image_encoder: bool = False,   # GLUS: frozen; features computed once per frame
                  train_mask_decoder: bool = True,
                  train_high_res_convs: bool = False,  # the decoder's conv_s0/s1 (published: never updated)
+                 train_prompt_encoder: bool = False,  # click/box embeddings and the no-mask prompt (pretraining)
                  gate_by_object_score: bool = False,  # SAM-2 tracking gates masks by its object score
                  rds: dict | None = None,            # RDS routing of the trunk's blocks (glus.model.segmenter.rds)
                  encoder_lora: dict | None = None):  # I-LoRA on the trunk's most important blocks (.ilora)
@@ -110,6 +111,10 @@ class SAM2Segmenter(nn.Module):
             self.memory.bind(self.sam)
         self._train_convs = train_high_res_convs and train_mask_decoder
         self._set_trainable(train_image_encoder, train_mask_decoder)
+        if train_prompt_encoder:  # what clicks and boxes use (the mask prompt's convolutions stay frozen: unused)
+            pe = self.sam.sam_prompt_encoder
+            for module in [*list(pe.point_embeddings)[1:], pe.not_a_point_embed, pe.no_mask_embed]:
+                module.requires_grad_(True)
         self.rds, self.encoder_lora = None, None
         if rds:
             self.add_rds(rds)
@@ -199,6 +204,13 @@ class SAM2Segmenter(nn.Module):
         sparse, _ = self.sam.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
         return sparse
 
+    @autocast_stage
+    def point_prompt(self, coords_BP2: torch.Tensor, labels_BP: torch.Tensor) -> torch.Tensor:
+        """SAM-2's sparse embedding of points in input pixels (S x S), labels as SAM-2's: 1 a click on the
+        object, 2 and 3 a box's top-left and bottom-right corners: (B, P + 1, C) with the padding point."""
+        sparse, _ = self.sam.sam_prompt_encoder(points=(coords_BP2, labels_BP), boxes=None, masks=None)
+        return sparse
+
     def dense_pe(self) -> torch.Tensor:
         """The prompt encoder's dense positional encoding, in the weights' dtype. sam2 builds its grid in float32
         whatever the weights' dtype (see `in_dtype`), so with bfloat16 weights the package's own code runs on a
@@ -257,8 +269,10 @@ class SAM2Segmenter(nn.Module):
 
     @autocast_stage
     def step(self, state, frame_idx: int, feats: FrameFeatures, sparse_BNC: torch.Tensor | None = None,
-             mask_input: torch.Tensor | None = None, multimask: bool = False) -> SegOutput:
-        """Segment one frame with memory, then write it to memory. Exactly one of sparse prompt / mask."""
+             mask_input: torch.Tensor | None = None, multimask: bool = False, cond: bool | None = None) -> SegOutput:
+        """Segment one frame with memory, then write it to memory. Exactly one of sparse prompt / mask. `cond`:
+        whether the frame is written as a conditioning frame (default: when a mask is given; a user's clicks or
+        box make one too, as in SAM-2)."""
         top, pos = feats.top(), feats.top_pos()
         if mask_input is not None:
             out, written = self.mask_as_output(feats, mask_input), top
@@ -268,7 +282,7 @@ class SAM2Segmenter(nn.Module):
             # the published GLUS encodes the memory from the memory-conditioned features; SAM-2 from the image's
             written = conditioned if self.memory.encode_conditioned else top
         self.memory.write(state, frame_idx, written, out.high_res_logits, out.object_score_logits, out.obj_ptr,
-                          is_cond=mask_input is not None)
+                          is_cond=mask_input is not None if cond is None else cond)
         return out
 
     def reset(self, num_frames: int | None = None, start: int = 0, reverse: bool = False,

@@ -1,0 +1,133 @@
+"""The embedded default's stages and data: a balanced valid_u, captions, the promptable segmenter's clips and
+model (SAM-2's clicks and boxes), GLUS started from its export, and the grounded expression targets."""
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from glus.data.cache import load_split
+from glus.data.errors import DataError
+from glus.data.synth.language import expression_captions, expression_kinds
+from glus.data.synth.writer import BALANCED_KINDS, balanced_videos, write_synthetic
+from glus.data.vos_clips import VOSClipDataset, VOSClipSpec, first_frame_prompt
+from glus.model.losses import expression_loss
+from glus.model.mllm.prompt import IGNORE_INDEX
+from glus.model.vos import VOSBuilder, VOSClipBatch
+from glus.train.module import place
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_balanced_valid_u_holds_the_same_number_of_each_kind(tmp_path):
+    videos = balanced_videos(seed=5, per_kind=6)
+    counts = Counter(r.kind for v in videos for r in v.referrals)
+    assert all(counts[k] == 6 for k in BALANCED_KINDS)
+    assert [v.vid for v in videos] == [v.vid for v in balanced_videos(seed=5, per_kind=6)]  # a function of the seed
+    write_synthetic(tmp_path, seed=5, videos=4, valid_per_kind=6, progress=False)
+    kinds = Counter(expression_kinds(tmp_path / "mevis" / "valid_u" / "meta_expressions.json").values())
+    assert kinds == Counter({k: 6 for k in BALANCED_KINDS})
+
+
+def test_captions_name_every_referred_object_in_full(synth_root):
+    meta = Path(synth_root) / "mevis" / "train" / "meta_expressions.json"
+    captions, kinds = expression_captions(meta), expression_kinds(meta)
+    assert captions.keys() == kinds.keys()
+    for key, caption in captions.items():
+        assert caption.startswith("the ") and (" and " in caption) == (kinds[key] == "plural" and
+                                                                        caption.count("the ") > 1)
+    motion = [k for k, kind in kinds.items() if kind == "motion"]
+    assert motion and all(captions[k].split()[1] in ("red", "green", "blue", "yellow", "purple", "orange")
+                          for k in motion)  # "the object that stops" is captioned with its colour and shape
+
+
+def test_place_words():
+    mask = torch.zeros(30, 60, dtype=torch.bool)
+    assert place(mask) == "out of view"
+    mask[0:5, 0:5] = True
+    assert place(mask) == "at the top left"
+    mask[:] = False
+    mask[12:18, 50:60] = True
+    assert place(mask) == "at the middle right"
+
+
+def test_expression_loss_takes_one_target_per_query_frame():
+    torch.manual_seed(0)
+    log_probs = torch.randn(2, 3, 11).log_softmax(-1)
+    ids = torch.tensor([[1, 2, IGNORE_INDEX], [4, 5, 6]])
+    same = expression_loss(log_probs, ids[:, None, :].expand(-1, 3, -1))
+    torch.testing.assert_close(same, expression_loss(log_probs, ids))
+    per_frame = torch.tensor([[[1, IGNORE_INDEX], [2, IGNORE_INDEX], [3, 4]]] * 2)
+    want = -torch.stack([log_probs[:, 0, 1], log_probs[:, 1, 2], (log_probs[:, 2, 3] + log_probs[:, 2, 4]) / 2], 1)
+    torch.testing.assert_close(expression_loss(log_probs, per_frame), want.mean())
+
+
+def test_clicks_fall_inside_their_object_and_boxes_around_it():
+    masks = np.zeros((2, 60, 80), dtype=bool)
+    masks[0, 10:20, 30:50] = True
+    masks[1, 40:58, 2:12] = True
+    spec = VOSClipSpec(sam_size=128, prompts={"clicks": 1.0}, max_clicks=3)
+    coords, labels = first_frame_prompt(masks, spec, np.random.default_rng(0))
+    assert (labels == 1).all() and coords.shape[:2] == labels.shape
+    for obj, points in enumerate(coords.numpy()):
+        for x, y in points:  # back to the mask's pixels
+            assert masks[obj, int(y * 60 / 128), int(x * 80 / 128)]
+    spec = VOSClipSpec(sam_size=128, prompts={"box": 1.0}, box_noise=0.0)
+    coords, labels = first_frame_prompt(masks, spec, np.random.default_rng(0))
+    assert labels.tolist() == [[2, 3], [2, 3]]
+    np.testing.assert_allclose(coords[0].numpy(), [[30 * 1.6, 10 * 128 / 60], [50 * 1.6, 20 * 128 / 60]], rtol=1e-5)
+    assert first_frame_prompt(masks, VOSClipSpec(prompts={"mask": 1.0}), np.random.default_rng(0)) is None
+    with pytest.raises(DataError, match="kinds are"):
+        VOSClipSpec(prompts={"scribble": 1.0})
+
+
+def test_a_prompted_clip_trains_every_trainable_part_and_supervises_its_first_frame(synth_root):
+    """Clicks or a box on frame 0: its mask is decoded (and supervised) from an empty memory, so the prompt
+    encoder's embeddings and the "no memory" parameters train, as GLUS' first query frame uses them."""
+    spec = yaml.safe_load((ROOT / "recipes" / "pretrain" / "segmenter_synthetic.yaml").read_text())
+    builder = spec["model"]["init_args"]["builder"]["init_args"]
+    torch.manual_seed(0)
+    model, _ = VOSBuilder(**builder).build()
+    ds = VOSClipDataset(load_split(synth_root, "mevis/train"), 8,
+                        VOSClipSpec(num_frames=3, max_objects=2, sam_size=128, prompts={"clicks": 0.5, "box": 0.5}))
+    item = ds[0]
+    assert item["points"] is not None
+    clip = VOSClipBatch(item["sam"], item["masks"], item["points"])
+    logits = model(clip)
+    assert logits.shape[:2] == (len(item["masks"]), 3)  # every frame, the prompted one too
+    model.losses(logits, clip)["loss"].backward()
+    silent = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not silent
+    pe = model.segmenter.sam.sam_prompt_encoder
+    assert pe.not_a_point_embed.weight.grad is not None and model.segmenter.sam.no_mem_embed.grad is not None
+    assert ds[0]["points"][0].tolist() == item["points"][0].tolist()  # a pure function of the index
+
+
+def test_glus_starts_from_the_pretrained_segmenter(tmp_path, synth_root):
+    """Two steps of the stage-1 recipe, then the tiny GLUS built on its export holds its SAM-2 and memory."""
+    from glus.errors import GlusError
+    from glus.model.factory import TinyGLUSBuilder
+    from glus.train.cli import fit
+
+    override = tmp_path / "tiny.yaml"
+    override.write_text(yaml.safe_dump({
+        "trainer": {"max_steps": 2, "log_every_n_steps": 1},
+        "model": {"init_args": {"warmup_steps": 1, "total_steps": 2, "evaluation": None}},
+        "data": {"init_args": {"root": str(synth_root), "batch_size": 1, "steps_per_epoch": 2, "num_workers": 0,
+                               "clip": {"num_frames": 3, "max_objects": 2, "sam_size": 128,
+                                        "prompts": {"clicks": 0.5, "box": 0.5}}}}}))
+    cli = fit(["--config", str(ROOT / "recipes" / "pretrain" / "segmenter_synthetic.yaml"), "--config", str(override)],
+              runs_root=str(tmp_path / "runs"), wandb="disabled")
+    export = (tmp_path / "runs" / "segmenter_synthetic" / "latest" / "export").resolve()
+    recipe = yaml.safe_load((ROOT / "recipes" / "synthetic.yaml").read_text())
+    args = {**recipe["model"]["init_args"]["builder"]["init_args"], "segmenter_init": str(export)}
+    glus, _ = TinyGLUSBuilder(**args).build()
+    own = dict(glus.named_parameters())
+    trained = {n: p for n, p in cli.model.model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("segmenter.sam.image_encoder.") for n in trained)
+    for name, p in trained.items():
+        assert torch.equal(own[name], p), name
+    with pytest.raises(GlusError, match="missing"):
+        TinyGLUSBuilder(**{**args, "segmenter_init": str(tmp_path / "nowhere")}).build()
