@@ -5,6 +5,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.glus-installed
 RECIPE ?= synthetic
+SEED ?= 0
+# The synthetic data of the embedded default (`make synth`): 256 training videos, valid_u balanced to 50
+# expressions of each kind; the folder remembers its arguments and is rewritten when they change.
+SYNTH_ARGS := --seed 0 --videos 256 --valid-per-kind 50
+# The stages of the embedded default (recipes/pretrain/): their exports are committed; `make pretrain` rebuilds them.
+SEGMENTER := checkpoints/synthetic/segmenter
+MLLM := checkpoints/synthetic/mllm
 VOS_MEMORIES ?= none sam2_bank gated_linear mca
 RDS_RATIOS ?= 1.0 0.8 0.6
 RDS_FULL := runs/rds_synthetic_full/latest
@@ -23,7 +30,7 @@ export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test synth check train eval bench gpu-check gpu-wheels pseudolabel clean-venv help
+.PHONY: install test synth pretrain check train heldout ablate eval bench gpu-check gpu-wheels pseudolabel clean-venv help
 
 help:
 	@echo "make install | test | synth | check | train [RECIPE=$(RECIPE)] [CONTROL=0] | eval [CKPT= BENCH= ROOT=] | bench"
@@ -54,7 +61,19 @@ test: install
 	$(BIN)/python -m pytest -q --durations=15 tests
 
 synth: install
-	$(BIN)/glus data synth --out $(DATA) --seed 0
+	@test "$$(cat $(DATA)/synth_args 2>/dev/null)" = "$(SYNTH_ARGS)" || { rm -rf $(DATA) && \
+		$(BIN)/glus data synth --out $(DATA) $(SYNTH_ARGS) && echo "$(SYNTH_ARGS)" > $(DATA)/synth_args; }
+
+# The stages the embedded default starts from, each rebuilt from its seed and copied to checkpoints/synthetic/
+# (committed, so that `make train` does not retrain them): 1. the promptable segmenter (clicks, boxes and masks
+# on the first frame, tracking after); 2. the multimodal LM aligned on captions. They train side by side, one
+# thread each.
+pretrain: synth
+	$(call stage,segmenter_synthetic,$(SEGMENTER)) & s=$$!; $(call stage,mllm_synthetic,$(MLLM)) & m=$$!; \
+		wait $$s && wait $$m
+stage = OMP_NUM_THREADS=1 $(BIN)/glus fit --config recipes/pretrain/$(1).yaml --wandb disabled && \
+	rm -rf $(2).tmp && mkdir -p $(dir $(2)) && cp -rL runs/$(1)/latest/export $(2).tmp && rm -rf $(2) && \
+	mv $(2).tmp $(2)
 
 check: install
 	$(BIN)/glus data check $(DATA)/mevis --format mevis
@@ -63,19 +82,31 @@ check: install
 clean-venv:
 	rm -rf $(VENV)
 
+# SEED=N trains the embedded default from another seed (initialisation, data order, dropout) as runs/synthetic_seedN.
+# One thread per fit: the figures do not depend on the machine's core count, and on 2 cores the run and its
+# control train side by side in about the time of one.
+RUN := synthetic$(if $(filter-out 0,$(SEED)),_seed$(SEED))
+SYNTH_FIT := OMP_NUM_THREADS=1 $(BIN)/glus fit --config recipes/synthetic.yaml --seed $(SEED)
+
 # The embedded default also trains a control whose expressions are blanked: language must matter
 # (CONTROL=0 skips it and halves the time).
 train: install
 ifeq ($(RECIPE),synthetic)
-	@test -f $(DATA)/mevis/train/meta_expressions.json || $(BIN)/glus data synth --out $(DATA) --seed 0
-	$(BIN)/glus fit --config recipes/synthetic.yaml
-ifneq ($(CONTROL),0)
-	$(BIN)/glus fit --config recipes/synthetic.yaml --name synthetic-control --model.blank_text true \
-		--model.evaluation.initial false --model.evaluation.overlays 0
-	$(BIN)/glus runs compare runs/synthetic/latest runs/synthetic-control/latest
+	@$(MAKE) --no-print-directory synth
+	@test -f $(SEGMENTER)/heads.safetensors || $(MAKE) --no-print-directory pretrain
+ifeq ($(CONTROL),0)
+	$(SYNTH_FIT) --name $(RUN)
+else
+	@echo "the blank-text control trains beside the run, one thread each (its log: runs/$(RUN)-control.log)"
+	@mkdir -p runs
+	$(SYNTH_FIT) --name $(RUN) & r=$$!; \
+	$(SYNTH_FIT) --name $(RUN)-control --model.blank_text true --model.evaluation.initial false \
+		--model.evaluation.overlays 0 > runs/$(RUN)-control.log 2>&1 & c=$$!; \
+	wait $$r && wait $$c || { echo "a fit failed: see above and runs/$(RUN)-control.log"; exit 1; }
+	$(BIN)/glus runs compare runs/$(RUN)/latest runs/$(RUN)-control/latest
 endif
 else ifeq ($(RECIPE),selector_synthetic)
-	@test -f $(DATA)/mevis/train/meta_expressions.json || $(BIN)/glus data synth --out $(DATA) --seed 0
+	@$(MAKE) --no-print-directory synth
 	@test -f $(GLUS_EXPORT)/recipe.yaml || $(MAKE) train RECIPE=synthetic CONTROL=0
 	$(BIN)/glus pseudolabel --ckpt $(GLUS_EXPORT) --data mevis/train --root $(DATA) --fraction 0.5 --seed 0 \
 		--out runs/pseudolabels/synthetic_train
@@ -85,14 +116,14 @@ else ifeq ($(RECIPE),selector_synthetic)
 	$(BIN)/glus keyframes-report --ckpt $(GLUS_EXPORT) --keyframes $(KF).json --data mevis/valid_u --root $(DATA) \
 		--out $(KF)_report
 else ifeq ($(RECIPE),vos_synthetic)
-	@test -f $(DATA)/mevis/train/meta_expressions.json || $(BIN)/glus data synth --out $(DATA) --seed 0
+	@$(MAKE) --no-print-directory synth
 	for m in $(VOS_MEMORIES); do \
 		$(BIN)/glus fit --config recipes/vos_synthetic.yaml --config recipes/memory/$${m}_tiny.yaml \
 			--name vos_synthetic_$$m || exit 1; done
 	$(BIN)/glus vos-table $(foreach m,$(VOS_MEMORIES),$(m)=runs/vos_synthetic_$(m)/latest) --control none \
 		--out runs/vos_synthetic_table
 else ifeq ($(RECIPE),rds_synthetic)
-	@test -f $(DATA)/mevis/train/meta_expressions.json || $(BIN)/glus data synth --out $(DATA) --seed 0
+	@$(MAKE) --no-print-directory synth
 	@test -f $(RDS_FULL)/export/recipe.yaml || $(BIN)/glus fit --config recipes/vos_synthetic.yaml \
 		--config recipes/rds/tiny_deep.yaml --name rds_synthetic_full
 	$(BIN)/glus rds importance --ckpt $(RDS_FULL)/export --data mevis/train --root $(DATA) --frames 64 \
@@ -106,6 +137,43 @@ else ifeq ($(RECIPE),rds_synthetic)
 else
 	$(BIN)/glus fit --config recipes/$(RECIPE).yaml
 endif
+
+# Held-out behaviour: the embedded default's export (CKPT) on the valid_u of other data seeds (balanced as the
+# default's), scored as `make train` scores it; runs/heldout/<data seed>/metrics.json.
+HELDOUT_SEEDS ?= 1 2
+heldout: install
+	for s in $(HELDOUT_SEEDS); do \
+		test -f data/synthetic_seed$$s/mevis/valid_u/meta_expressions.json || $(BIN)/glus data synth \
+			--out data/synthetic_seed$$s --seed $$s --videos 4 --valid-per-kind 50 || exit 1; \
+		OMP_NUM_THREADS=1 $(BIN)/glus validate --ckpt $(CKPT) --data mevis/valid_u --root data/synthetic_seed$$s \
+			--out runs/heldout/data_seed$$s || exit 1; done
+
+# The paper's ablation on the synthetic benchmark: each row an overlay of recipes/ablate/ on recipes/synthetic.yaml,
+# trained from each seed of ABLATE_SEEDS, then one table (runs/ablation.md, .json, .png). A row whose run has
+# finished is not trained again, so an interrupted `make ablate` continues where it stopped.
+ABLATE_ROWS := query_only context memory contrastive e2e_memory
+ABLATE_SEEDS ?= 0 1
+ROW_query_only := "1. query frames only"
+ROW_context := "2. + context frames"
+ROW_memory := "3. + memory bank (published)"
+ROW_contrastive := "4. + object contrastive loss"
+ROW_e2e_memory := "6. 4 with the end-to-end memory (ours)"
+ablate: install
+	@$(MAKE) --no-print-directory synth
+	@mkdir -p runs
+	@test -f $(SEGMENTER)/heads.safetensors || $(MAKE) --no-print-directory pretrain
+	for r in $(ABLATE_ROWS); do pids=""; for s in $(ABLATE_SEEDS); do \
+		test -f runs/ablate_$${r}_s$$s/latest/metrics.json || { OMP_NUM_THREADS=1 $(BIN)/glus fit --wandb disabled \
+			--config recipes/synthetic.yaml --config recipes/ablate/$$r.yaml --seed $$s --name ablate_$${r}_s$$s \
+			--model.evaluation.initial false --model.evaluation.overlays 0 > runs/ablate_$${r}_s$$s.log 2>&1 & \
+			pids="$$pids $$!"; }; done; \
+		echo "ablation row $$r: seeds $(ABLATE_SEEDS) side by side (logs: runs/ablate_$${r}_s*.log)"; \
+		for p in $$pids; do wait $$p || { echo "a fit of row $$r failed: see its log"; exit 1; }; done; done
+	$(BIN)/glus ablation-table --title "GLUS ablation, synthetic valid_u (seeds $(ABLATE_SEEDS))" --out runs/ablation \
+		$(foreach r,query_only context memory contrastive,--row $(ROW_$(r)) \
+			$(foreach s,$(ABLATE_SEEDS),runs/ablate_$(r)_s$(s)/latest)) \
+		--pending "5. + key-frame selection" "not in this table yet: see make train RECIPE=selector_synthetic" \
+		--row $(ROW_e2e_memory) $(foreach s,$(ABLATE_SEEDS),runs/ablate_e2e_memory_s$(s)/latest)
 
 # Per-frame IoU of a GLUS export's masks on part of a training split: the key-frame selector's labels.
 # Sharded with torchrun (each process takes whole videos) and resumable: rerun the same command after a kill.

@@ -131,3 +131,34 @@ def test_glus_starts_from_the_pretrained_segmenter(tmp_path, synth_root):
         assert torch.equal(own[name], p), name
     with pytest.raises(GlusError, match="missing"):
         TinyGLUSBuilder(**{**args, "segmenter_init": str(tmp_path / "nowhere")}).build()
+
+
+def test_the_alignment_stage_trains_the_language_model_alone_and_glus_starts_from_it(tmp_path, synth_root):
+    """Stage 2: two steps of the multimodal LM alone (SAM-2 never runs, so it stays frozen), grounded targets;
+    the tiny GLUS built on its export holds its LM, LoRA included."""
+    from glus.model.factory import TinyGLUSBuilder
+    from glus.train.cli import fit
+
+    override = tmp_path / "tiny.yaml"
+    override.write_text(yaml.safe_dump({
+        "trainer": {"max_steps": 2, "log_every_n_steps": 1},
+        "model": {"init_args": {"warmup_steps": 1, "total_steps": 2}},
+        "data": {"init_args": {"root": str(synth_root), "batch_size": 1, "steps_per_epoch": 2, "num_workers": 0}}}))
+    cli = fit(["--config", str(ROOT / "recipes" / "pretrain" / "mllm_synthetic.yaml"), "--config", str(override)],
+              runs_root=str(tmp_path / "runs"), wandb="disabled")
+    module = cli.model
+    assert not any(p.requires_grad for p in module.model.segmenter.parameters())
+    assert module.captions  # the grounded targets read the data's captions
+    data = cli.datamodule
+    batch = data.collate([data.dataset[0], data.dataset[1]])
+    ids = module.loss_targets(batch, batch["texts"])
+    assert ids.dim() == 3 and ids.shape[:2] == (len(batch["texts"]), 4)  # one target per query frame
+    export = (tmp_path / "runs" / "mllm_synthetic" / "latest" / "export").resolve()
+    recipe = yaml.safe_load((ROOT / "recipes" / "synthetic.yaml").read_text())
+    glus, _ = TinyGLUSBuilder(**{**recipe["model"]["init_args"]["builder"]["init_args"],
+                                 "mllm_init": str(export)}).build()
+    own = dict(glus.named_parameters())
+    trained = {n: p for n, p in module.model.named_parameters() if n.startswith("mllm.") and p.requires_grad}
+    assert any("lora_" in n for n in trained) and any("vision_tower" in n for n in trained)
+    for name, p in trained.items():
+        assert torch.equal(own[name], p), name

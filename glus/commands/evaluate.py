@@ -1,9 +1,11 @@
-"""`glus evaluate`, `glus submit` and `glus visualize`: what is done with a prediction folder."""
+"""`glus evaluate`, `glus submit` and `glus visualize`: what is done with a prediction folder; and
+`glus ablation-table`: the figures of several trained runs side by side."""
 from __future__ import annotations
 
+import argparse
 import os
 
-from glus.commands.common import prediction_args
+from glus.commands.common import prediction_args, split_args
 
 
 def _evaluate(args) -> int:
@@ -39,7 +41,74 @@ def _visualize(args) -> int:
     return 0
 
 
+class _AblationEntry(argparse.Action):
+    """--row and --pending append to one list, so the table keeps the order they were given in (two separate
+    lists would lose where the pending rows sit among the others)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if self.const == "row" and len(values) < 2:
+            raise argparse.ArgumentError(self, "give NAME and at least one SOURCE (one per seed); a row without "
+                                         "results yet: --pending NAME REASON")
+        entries = list(getattr(namespace, self.dest) or [])  # a copy: the default list is shared
+        entries.append((self.const, values[0], values[1:]))
+        setattr(namespace, self.dest, entries)
+
+
+def _ablation_table(args) -> int:
+    from glus.errors import GlusError
+    from glus.eval.ablation import AblationRow, ablation_table, output_paths
+
+    if not args.entries:
+        raise GlusError("ablation-table: give at least one --row NAME SOURCE [SOURCE ...] or --pending NAME REASON")
+    rows = [AblationRow(name, rest) if kind == "row" else AblationRow(name, pending=rest[0])
+            for kind, name, rest in args.entries]
+    print(ablation_table(rows, args.out, title=args.title))
+    print("-> " + ", ".join(str(p) for p in output_paths(args.out)))
+    return 0
+
+
+def _validate(args) -> int:
+    """The clip-wise J&F `glus fit` reports (glus.eval.chunked), of an export on any split with ground truth: e.g.
+    the embedded default on synthetic videos of another data seed (held-out behaviour)."""
+    from pathlib import Path
+
+    from glus.data.cache import load_split
+    from glus.data.masks import MaskReader
+    from glus.data.synth.language import expression_kinds
+    from glus.eval.chunked import evaluate_split
+    from glus.eval.metrics import aggregate_mean, by_kind
+    from glus.model.load import load_export
+    from glus.model.mllm import PromptBuilder
+    from glus.train.module import write_results
+
+    model, tokenizer, recipe = load_export(args.ckpt)
+    hp = recipe["model"]["init_args"]
+    prompts = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(), num_context=hp["num_context"],
+                            label_mode=hp.get("label_mode", "seg"), template=model.template)
+    index = load_split(args.root, args.data)
+    scores, kept = evaluate_split(model, prompts, index, MaskReader(index), hp["num_context"], hp["num_query"],
+                                  args.max_videos, keep_predictions=args.overlays)
+    metrics = {**aggregate_mean(scores), "split": args.data, "root": str(args.root), "ckpt": str(args.ckpt)}
+    kinds = expression_kinds(Path(args.root) / args.data / "meta_expressions.json")
+    if kinds:
+        metrics["by_kind"] = by_kind(scores, kinds)
+    write_results(Path(args.out), metrics, scores, kept)
+    print(f"J&F {metrics['jf']:.3f} (J {metrics['j']:.3f}, F {metrics['f']:.3f}) on {args.data} of {args.root}"
+          + "".join(f"\n  {k:12} {m['jf']:.3f} ({m['count']})" for k, m in metrics.get("by_kind", {}).items())
+          + f"\n-> {args.out}/metrics.json")
+    return 0
+
+
 def add_parsers(sub) -> None:
+    p = sub.add_parser("validate", help="a GLUS export's J&F on a split with ground truth, clip-wise as glus fit "
+                       "reports it (per kind on synthetic data); e.g. on synthetic videos of another seed")
+    p.add_argument("--ckpt", required=True, help="a GLUS export folder (runs/<recipe>/latest/export)")
+    split_args(p, "a split with ground truth, e.g. mevis/valid_u")
+    p.add_argument("--out", required=True, help="folder for metrics.json, per_expression.csv and overlays/")
+    p.add_argument("--max-videos", type=int, default=None)
+    p.add_argument("--overlays", type=int, default=0, help="overlay GIFs of the first N expressions")
+    p.set_defaults(func=_validate)
+
     p = sub.add_parser("evaluate", help="J, F, J&F (A, R for ReVOS) of a prediction folder with official aggregation")
     prediction_args(p, data_help="a split with ground truth, e.g. mevis/valid_u, revos/valid")
     p.add_argument("--out-json", default=None, help="default: PRED/results_<split>.json (+ a per-expression .csv)")
@@ -62,3 +131,16 @@ def add_parsers(sub) -> None:
     p.add_argument("--count", type=int, default=4)
     p.add_argument("--format", choices=("mp4", "gif"), default="mp4")
     p.set_defaults(func=_visualize)
+
+    p = sub.add_parser("ablation-table", help="one table (and bar chart) of ablation rows, each a mean ± half range "
+                       "over the runs of several seeds")
+    p.add_argument("--row", dest="entries", action=_AblationEntry, const="row", nargs="+", default=[],
+                   metavar=("NAME", "SOURCE"), help="NAME SOURCE [SOURCE ...]: a row and its results, one per seed "
+                   "(repeat --row for each row, in table order): run folders holding "
+                   "metrics.json (e.g. runs/<recipe>_s0/latest) or JSON files with j, f, jf and by_kind")
+    p.add_argument("--pending", dest="entries", action=_AblationEntry, const="pending", nargs=2, default=[],
+                   metavar=("NAME", "REASON"),
+                   help="a row with no results yet, printed with its reason where its J&F would be")
+    p.add_argument("--title", default="GLUS ablation")
+    p.add_argument("--out", required=True, help="path without suffix: gets .md, .json and .png")
+    p.set_defaults(func=_ablation_table)

@@ -6,7 +6,8 @@ from __future__ import annotations
 def _fit(args) -> int:
     from glus.train.cli import fit
 
-    fit(args.lightning_args, runs_root=args.runs, resume=args.resume, name=args.name, wandb=args.wandb)
+    fit(args.lightning_args, runs_root=args.runs, resume=args.resume, name=args.name, wandb=args.wandb,
+        seed=args.seed)
     return 0
 
 
@@ -23,6 +24,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--name", default=None, help="run family name (default: the recipe file's name)")
     p.add_argument("--resume", default=None, help="'latest' or a run folder: continue from its last.ckpt")
     p.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline")
+    p.add_argument("--seed", type=int, default=None,
+                   help="one seed for every seed of the recipe: Lightning's, the model's initialisation, the module's "
+                        "and the data's (default: the recipe's own)")
     p.set_defaults(func=_fit)
 
     runs = sub.add_parser("runs", help="training runs").add_subparsers(dest="runs_command", required=True)

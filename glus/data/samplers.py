@@ -35,6 +35,8 @@ def inference_context_frames(num_frames: int, n: int) -> list[int]:
     j: near the centre of each segment. Where a segment is empty (T < n) the published code indexes frame -1
     (the last frame); here it takes the nearest frame of the video instead."""
     _check(num_frames)
+    if n == 0:  # the ablation's "query frames only"
+        return []
     bounds = np.linspace(0, num_frames, n + 1).astype(int)
     offset = -(-num_frames // n) // 2
     return [int(min(max(bounds[j + 1] - 1, 0), bounds[j] + offset)) for j in range(n)]

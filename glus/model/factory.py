@@ -128,8 +128,10 @@ class TinyGLUSBuilder:
                  lora: bool = True, embeddings: str = "all", label_mode: str = "seg",
                  segmenter: dict | None = None, memory: dict | None = None, loss_weights: dict | None = None,
                  seg_projection_gain: float = 1.0, template: str = "published", clip_resize: str = "crop",
-                 segmenter_init: str | None = None):
-        """segmenter_init: a plain VOS export (the promptable pretraining, recipes/pretrain/segmenter_synthetic.yaml)
+                 segmenter_init: str | None = None, mllm_init: str | None = None):
+        """mllm_init: a GLUS export of the alignment stage (recipes/pretrain/mllm_synthetic.yaml) whose multimodal
+        LM (vision tower, projector, LM and its LoRA) starts this model's: what LLaVA gives the real one.
+        segmenter_init: a plain VOS export (the promptable pretraining, recipes/pretrain/segmenter_synthetic.yaml)
         whose segmenter tensors (SAM-2 and the memory, which must be configured alike) start this model's: what a
         pretrained SAM-2 gives the real model. seg_projection_gain scales the initial last layer of the [SEG] projection. Its default init gives
         prompts of norm ~1.4, against ~6-7 for the tiny decoder's own tokens and point prompts; a decoder trained
@@ -144,11 +146,11 @@ class TinyGLUSBuilder:
         self.segmenter = {"image_size": sam_image_size, "train_image_encoder": train_image_encoder, **(segmenter or {})}
         self.loss_weights = LossWeights(**(loss_weights or {}))
         self.seg_projection_gain = seg_projection_gain
-        self.segmenter_init = segmenter_init
+        self.segmenter_init, self.mllm_init = segmenter_init, mllm_init
 
     def required_paths(self) -> list[tuple[str, str]]:
-        return [(self.segmenter_init, "make pretrain (the promptable segmenter, recipes/pretrain/"
-                                      "segmenter_synthetic.yaml)")] if self.segmenter_init else []
+        stages = [(self.segmenter_init, "segmenter_synthetic.yaml"), (self.mllm_init, "mllm_synthetic.yaml")]
+        return [(path, f"make pretrain (recipes/pretrain/{recipe})") for path, recipe in stages if path]
 
     def build(self):
         tokenizer = build_tiny_tokenizer()
@@ -164,10 +166,13 @@ class TinyGLUSBuilder:
         segmenter = SAM2Segmenter(self.sam_config, memory=self.memory, **self.segmenter)
         model = GLUS(mllm, segmenter, self.loss_weights, seg_projection_gain=self.seg_projection_gain,
                      template=self.template)
-        if self.segmenter_init:
-            from glus.model.load import copy_heads
+        from glus.model.load import copy_adapter, copy_heads
 
+        if self.segmenter_init:
             copy_heads(model, self.segmenter_init, prefix="segmenter.")
+        if self.mllm_init:
+            copy_heads(model, self.mllm_init, prefix="mllm.")
+            copy_adapter(model, self.mllm_init)
         return model, tokenizer
 
 

@@ -79,8 +79,6 @@ def copy_heads(model, folder: str | Path, prefix: str = "") -> list[str]:
 
 def load_export(folder: str | Path):
     """(GLUS in eval mode, tokenizer, recipe) from an export folder; strict about the trained tensors."""
-    from peft import set_peft_model_state_dict
-
     folder = Path(folder)
     for part in (HEADS, RECIPE):
         if not (folder / part).exists():
@@ -99,8 +97,17 @@ def load_export(folder: str | Path):
         for name, value in heads.items():
             own[name].copy_(value)
     if (folder / ADAPTER).is_dir():
-        adapter = load_file(str(folder / ADAPTER / "adapter_model.safetensors"))
-        result = set_peft_model_state_dict(model.mllm.language_model, adapter)
-        if getattr(result, "unexpected_keys", None):
-            raise CheckpointError(f"adapter keys the model does not have: {result.unexpected_keys[:20]}")
+        copy_adapter(model, folder)
     return model.eval(), tokenizer, recipe
+
+
+def copy_adapter(model, folder: str | Path) -> None:
+    """The LM's LoRA of an export (peft's adapter folder) into `model`."""
+    from peft import set_peft_model_state_dict
+
+    path = Path(folder) / ADAPTER / "adapter_model.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: {EXPORT_LAYOUT}")
+    result = set_peft_model_state_dict(model.mllm.language_model, load_file(str(path)))
+    if getattr(result, "unexpected_keys", None):
+        raise CheckpointError(f"adapter keys the model does not have: {result.unexpected_keys[:20]}")

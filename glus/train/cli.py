@@ -48,20 +48,37 @@ def new_run_dir(root: Path, name: str) -> Path:
     return run
 
 
+# The seeds of a recipe: Lightning's global seed, the module's (prompt templates, dropout), its builder's
+# (initialisation) and the data's (sampling).
+SEED_FIELDS = ("seed_everything", "model.init_args.seed", "model.init_args.builder.init_args.seed",
+               "data.init_args.seed")
+
+
 class GLUSCLI(LightningCLI):
     def __init__(self, *args, runs_root: Path, name: str, run_dir: Path | None = None, wandb: str = "offline",
-                 **kwargs):
+                 seed: int | None = None, **kwargs):
         """run_dir: the folder of a resumed run; without one, a new run gets RUNS_ROOT/NAME/<time>, made only
-        once the parsed recipe (overrides included) has passed the input check."""
-        self.runs_root, self.name, self.run_dir, self.wandb = runs_root, name, run_dir, wandb
+        once the parsed recipe (overrides included) has passed the input check. seed: one seed for every seed
+        field of the recipe (`SEED_FIELDS`)."""
+        self.runs_root, self.name, self.run_dir, self.wandb, self.seed = runs_root, name, run_dir, wandb, seed
         super().__init__(*args, **kwargs)
 
     def parse_arguments(self, parser, args) -> None:
         """Check the inputs of the recipe as parsed (every --config merged, every override applied) right away:
         the message is then the only output of a recipe that cannot start (no seed line, no run folder)."""
         super().parse_arguments(parser, args)
+        if self.seed is not None:
+            self._set_seeds(self.seed)
         check_inputs(yaml.safe_load(parser.dump(self.config, skip_unset=False, skip_validation=True))["fit"])
         self._plan_batch()
+
+    def _set_seeds(self, seed: int) -> None:
+        """Every seed field the recipe has gets `seed` (a builder's initialisation seed cannot be overridden from
+        the command line: the builder is a free class_path, not a typed argument)."""
+        cfg = self.config["fit"]
+        for key in SEED_FIELDS:
+            if key == "seed_everything" or cfg.get(key) is not None:
+                cfg[key] = seed
 
     def _plan_batch(self) -> None:
         """Gradient accumulation from the recipe's global batch, micro-batch and this machine's devices."""
@@ -144,9 +161,9 @@ def resume_point(runs_root: Path, name: str, resume: str) -> tuple[Path, Path]:
 
 
 def fit(argv: list[str], runs_root: str = "runs", resume: str | None = None, name: str | None = None,
-        wandb: str = "offline") -> GLUSCLI:
+        wandb: str = "offline", seed: int | None = None) -> GLUSCLI:
     """Train a recipe: `argv` are LightningCLI arguments (--config recipes/X.yaml, overrides). Every missing
-    input is reported before anything is written."""
+    input is reported before anything is written. `seed` replaces every seed of the recipe (`SEED_FIELDS`)."""
     files = recipe_files(argv)
     name = name or (Path(files[0]).stem if files else "run")
     run_dir, ckpt = None, []
@@ -155,7 +172,7 @@ def fit(argv: list[str], runs_root: str = "runs", resume: str | None = None, nam
         ckpt = ["--ckpt_path", str(last)]
     sys.argv = sys.argv[:1]  # the arguments are passed explicitly (LightningCLI warns when both are set)
     cli = GLUSCLI(args=["fit", *argv, *ckpt], runs_root=Path(runs_root), name=name, run_dir=run_dir, wandb=wandb,
-                  save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
+                  seed=seed, save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
     if cli.trainer.is_global_zero:
         recipe = yaml.safe_load(cli.parser.dump(cli.config, skip_unset=False))["fit"]
         out = cli.model.export(cli.run_dir / "export", recipe)

@@ -50,17 +50,23 @@ class GLUSModule(TrainingBase):
                  evaluation: EvalSpec | None = None, gradient_checkpointing: bool = False,
                  contrastive_bank: int = 512, contrastive_negatives: int = 128, contrastive_tau: float = 0.07,
                  contrastive_splits: tuple[str, ...] = ("mevis/",), contrastive_hard_negatives: bool = False,
-                 expression_target: str = "expression"):
+                 expression_target: str = "expression", segmentation: bool = True):
         """expression_target: what the expression loss (`loss_weights.expression`) asks the [SEG] state to name:
         the expression's own words, or "caption": the referred objects in full (colour, shape and motion), where
         the data has captions (the synthetic data does; other expressions keep their own words), or "grounded":
         the caption and where the objects are in each query frame ("at the top left", from the ground truth). A
-        pretrained LISA learnt to name and place what it sees from LLaVA's data; the tiny LLM learns it here."""
+        pretrained LISA learnt to name and place what it sees from LLaVA's data; the tiny LLM learns it here.
+        segmentation: False trains the multimodal LM alone (CE at [SEG] and the expression loss; SAM-2 and the
+        [SEG] projection frozen and never run): the alignment stage of the embedded default, whose export a
+        GLUS run starts from (TinyGLUSBuilder's mllm_init)."""
         if expression_target not in EXPRESSION_TARGETS:
             raise ValueError(f"expression_target must be one of {EXPRESSION_TARGETS}, got {expression_target!r}")
         super().__init__()
         self.save_hyperparameters(ignore=["builder"])
         self.model, self.tokenizer = builder.build()
+        if not segmentation:
+            self.model.segmenter.requires_grad_(False)
+            self.model.text_hidden_fcs.requires_grad_(False)
         if gradient_checkpointing:
             self.model.mllm.base_lm.gradient_checkpointing_enable()
         self.prompts = PromptBuilder(self.tokenizer, tokens_per_frame=self.model.mllm.tokens_per_frame(),
@@ -103,6 +109,8 @@ class GLUSModule(TrainingBase):
 
     def training_step(self, batch: dict, batch_idx: int):
         clip = self.to_clip_batch(batch)
+        if not self.hparams.segmentation:
+            return self.alignment_step(clip)
         out = self.model(clip)
         losses = self.model.losses(out, clip)
         if self.model.loss_weights.contrastive > 0:
@@ -115,6 +123,20 @@ class GLUSModule(TrainingBase):
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=n)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
         self.log_throughput(n, int(clip.prompts.attention_mask.sum()))
+        return losses["loss"]
+
+    def alignment_step(self, clip: ClipBatch):
+        """The multimodal LM alone: CE at [SEG] plus the expression loss (its target: `expression_target`)."""
+        from glus.model.losses import ce_loss, expression_loss
+
+        _, lm_logits, targets, seg_logits = self.model.language(clip)
+        w = self.model.loss_weights
+        losses = {"ce": ce_loss(lm_logits, targets)}
+        losses["expression"] = expression_loss(seg_logits.float().log_softmax(-1), clip.expression_ids.to(self.device))
+        losses["loss"] = w.ce * losses["ce"] + w.expression * losses["expression"]
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=len(clip.video_index))
+        self.log_throughput(len(clip.video_index), int(clip.prompts.attention_mask.sum()))
         return losses["loss"]
 
     def contrastive(self, seg_EQD: torch.Tensor, batch: dict):
