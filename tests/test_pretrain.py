@@ -162,3 +162,41 @@ def test_the_alignment_stage_trains_the_language_model_alone_and_glus_starts_fro
     assert any("lora_" in n for n in trained) and any("vision_tower" in n for n in trained)
     for name, p in trained.items():
         assert torch.equal(own[name], p), name
+    from glus.model.load import load_export
+
+    loaded = dict(load_export(export)[0].named_parameters())  # the LM-only export loads as it was trained
+    assert all(torch.equal(loaded[n], p) for n, p in trained.items())
+
+
+def test_one_seed_replaces_every_seed_of_a_recipe(synth_root, tmp_path):
+    """`glus fit --seed N`: Lightning's, the initialisation's, the module's and the data's seeds (make train SEED=N)."""
+    import sys
+
+    import glus.train.cli as train_cli
+
+    class Parsed(train_cli.GLUSCLI):
+        def before_instantiate_classes(self):
+            cfg = self.config["fit"]
+            raise SystemExit(repr({k: cfg.get(k) for k in train_cli.SEED_FIELDS}))
+
+    sys.argv = sys.argv[:1]
+    with pytest.raises(SystemExit) as done:
+        Parsed(args=["fit", "--config", str(ROOT / "recipes" / "synthetic.yaml"), "--data.init_args.root",
+                     str(synth_root), "--model.init_args.evaluation.root", str(synth_root)],
+               runs_root=tmp_path, name="x", seed=7, auto_configure_optimizers=False)
+    assert str(done.value) == repr(dict.fromkeys(train_cli.SEED_FIELDS, 7))
+
+
+def test_validate_scores_an_export_per_kind_as_training_does(tmp_path):
+    """`glus validate`: the clip-wise protocol of glus fit's final evaluation, on any root (held-out data seeds)."""
+    import json
+
+    from glus.cli import main
+    from tests.model_helpers import inference_setup
+
+    base, index, export, _, _ = inference_setup(tmp_path, seed=3, videos=4)
+    assert main(["validate", "--ckpt", str(export), "--data", "mevis/valid_u", "--root", str(base / "data"),
+                 "--out", str(tmp_path / "val"), "--max-videos", "2"]) == 0
+    metrics = json.loads((tmp_path / "val" / "metrics.json").read_text())
+    assert 0 <= metrics["jf"] <= 1 and metrics["by_kind"]
+    assert sum(m["count"] for m in metrics["by_kind"].values()) == metrics["count"]

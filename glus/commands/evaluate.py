@@ -70,6 +70,7 @@ def _ablation_table(args) -> int:
 def _validate(args) -> int:
     """The clip-wise J&F `glus fit` reports (glus.eval.chunked), of an export on any split with ground truth: e.g.
     the embedded default on synthetic videos of another data seed (held-out behaviour)."""
+    import inspect
     from pathlib import Path
 
     from glus.data.cache import load_split
@@ -79,12 +80,13 @@ def _validate(args) -> int:
     from glus.eval.metrics import aggregate_mean, by_kind
     from glus.model.load import load_export
     from glus.model.mllm import PromptBuilder
-    from glus.train.module import write_results
+    from glus.train.module import GLUSModule, write_results
 
     model, tokenizer, recipe = load_export(args.ckpt)
-    hp = recipe["model"]["init_args"]
+    defaults = {k: p.default for k, p in inspect.signature(GLUSModule).parameters.items()}
+    hp = {**defaults, **recipe.get("model", {}).get("init_args", {})}  # a recipe states what differs
     prompts = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(), num_context=hp["num_context"],
-                            label_mode=hp.get("label_mode", "seg"), template=model.template)
+                            label_mode=hp["label_mode"], template=model.template)
     index = load_split(args.root, args.data)
     scores, kept = evaluate_split(model, prompts, index, MaskReader(index), hp["num_context"], hp["num_query"],
                                   args.max_videos, keep_predictions=args.overlays)

@@ -34,11 +34,11 @@ def tiny_llama_config(vocab_size: int, **kw) -> LlamaConfig:
                           "max_position_embeddings": 2048, "tie_word_embeddings": False, **kw})
 
 
-def tiny_language_model(vocab_size: int, embedding_std: float = 0.5) -> LlamaForCausalLM:
+def tiny_language_model(vocab_size: int, embedding_std: float = 0.5, **config) -> LlamaForCausalLM:
     """A 2-layer LLaMA. Its token embeddings start at the scale of the projected visual tokens (norm ~4):
     with LLaMA's default std 0.02 (norm ~0.16) the few text tokens drown among the visual ones and every
     expression gives the same [SEG] state; a pretrained LLM does not have that problem."""
-    lm = LlamaForCausalLM(tiny_llama_config(vocab_size))
+    lm = LlamaForCausalLM(tiny_llama_config(vocab_size, **config))
     with torch.no_grad():
         lm.get_input_embeddings().weight.normal_(0.0, embedding_std)
     return lm
@@ -128,9 +128,10 @@ class TinyGLUSBuilder:
                  lora: bool = True, embeddings: str = "all", label_mode: str = "seg",
                  segmenter: dict | None = None, memory: dict | None = None, loss_weights: dict | None = None,
                  seg_projection_gain: float = 1.0, template: str = "published", clip_resize: str = "crop",
-                 segmenter_init: str | None = None, mllm_init: str | None = None):
+                 segmenter_init: str | None = None, mllm_init: str | None = None, llm_layers: int = 2):
         """mllm_init: a GLUS export of the alignment stage (recipes/pretrain/mllm_synthetic.yaml) whose multimodal
         LM (vision tower, projector, LM and its LoRA) starts this model's: what LLaVA gives the real one.
+        llm_layers: the tiny LLaMA's depth.
         segmenter_init: a plain VOS export (the promptable pretraining, recipes/pretrain/segmenter_synthetic.yaml)
         whose segmenter tensors (SAM-2 and the memory, which must be configured alike) start this model's: what a
         pretrained SAM-2 gives the real model. seg_projection_gain scales the initial last layer of the [SEG] projection. Its default init gives
@@ -146,7 +147,7 @@ class TinyGLUSBuilder:
         self.segmenter = {"image_size": sam_image_size, "train_image_encoder": train_image_encoder, **(segmenter or {})}
         self.loss_weights = LossWeights(**(loss_weights or {}))
         self.seg_projection_gain = seg_projection_gain
-        self.segmenter_init, self.mllm_init = segmenter_init, mllm_init
+        self.segmenter_init, self.mllm_init, self.llm_layers = segmenter_init, mllm_init, llm_layers
 
     def required_paths(self) -> list[tuple[str, str]]:
         stages = [(self.segmenter_init, "segmenter_synthetic.yaml"), (self.mllm_init, "mllm_synthetic.yaml")]
@@ -156,7 +157,7 @@ class TinyGLUSBuilder:
         tokenizer = build_tiny_tokenizer()
         torch.manual_seed(self.seed)
         vision = CLIPVisionModel(tiny_clip_config(image_size=self.clip_image_size))
-        lm = tiny_language_model(len(tokenizer))
+        lm = tiny_language_model(len(tokenizer), num_hidden_layers=self.llm_layers)
         mllm = MultimodalLM(vision, lm, self.vl, train_vision_tower=self.train_vision_tower)
         if self.lora:
             apply_lora(mllm)
