@@ -9,7 +9,8 @@ SEED ?= 0
 # The synthetic data of the embedded default (`make synth`): 256 training videos, valid_u balanced to 50
 # expressions of each kind; the folder remembers its arguments and is rewritten when they change.
 SYNTH_ARGS := --seed 0 --videos 256 --valid-per-kind 50
-# The stages of the embedded default (recipes/pretrain/): their exports are committed; `make pretrain` rebuilds them.
+# The optional stages of the embedded default (recipes/pretrain/; README, "The embedded default"): `make pretrain`
+# trains them from their seeds into these folders; a recipe uses them with segmenter_init / mllm_init.
 SEGMENTER := checkpoints/synthetic/segmenter
 MLLM := checkpoints/synthetic/mllm
 VOS_MEMORIES ?= none sam2_bank gated_linear mca
@@ -64,10 +65,9 @@ synth: install
 	@test "$$(cat $(DATA)/synth_args 2>/dev/null)" = "$(SYNTH_ARGS)" || { rm -rf $(DATA) && \
 		$(BIN)/glus data synth --out $(DATA) $(SYNTH_ARGS) && echo "$(SYNTH_ARGS)" > $(DATA)/synth_args; }
 
-# The stages the embedded default starts from, each rebuilt from its seed and copied to checkpoints/synthetic/
-# (committed, so that `make train` does not retrain them): 1. the promptable segmenter (clicks, boxes and masks
-# on the first frame, tracking after); 2. the multimodal LM aligned on captions. They train side by side, one
-# thread each.
+# The stages, each trained from its seed and copied to checkpoints/synthetic/: 1. the promptable segmenter
+# (clicks, boxes and masks on the first frame, tracking after); 2. the multimodal LM aligned on captions. They
+# train side by side, one thread each.
 pretrain: synth
 	$(call stage,segmenter_synthetic,$(SEGMENTER)) & s=$$!; $(call stage,mllm_synthetic,$(MLLM)) & m=$$!; \
 		wait $$s && wait $$m
@@ -93,7 +93,6 @@ SYNTH_FIT := OMP_NUM_THREADS=1 $(BIN)/glus fit --config recipes/synthetic.yaml -
 train: install
 ifeq ($(RECIPE),synthetic)
 	@$(MAKE) --no-print-directory synth
-	@test -f $(SEGMENTER)/heads.safetensors || $(MAKE) --no-print-directory pretrain
 ifeq ($(CONTROL),0)
 	$(SYNTH_FIT) --name $(RUN)
 else
@@ -161,7 +160,6 @@ ROW_e2e_memory := "6. 4 with the end-to-end memory (ours)"
 ablate: install
 	@$(MAKE) --no-print-directory synth
 	@mkdir -p runs
-	@test -f $(SEGMENTER)/heads.safetensors || $(MAKE) --no-print-directory pretrain
 	for r in $(ABLATE_ROWS); do pids=""; for s in $(ABLATE_SEEDS); do \
 		test -f runs/ablate_$${r}_s$$s/latest/metrics.json || { OMP_NUM_THREADS=1 $(BIN)/glus fit --wandb disabled \
 			--config recipes/synthetic.yaml --config recipes/ablate/$$r.yaml --seed $$s --name ablate_$${r}_s$$s \
