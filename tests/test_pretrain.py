@@ -200,3 +200,30 @@ def test_validate_scores_an_export_per_kind_as_training_does(tmp_path):
     metrics = json.loads((tmp_path / "val" / "metrics.json").read_text())
     assert 0 <= metrics["jf"] <= 1 and metrics["by_kind"]
     assert sum(m["count"] for m in metrics["by_kind"].values()) == metrics["count"]
+
+
+@pytest.mark.parametrize("row", ["query_only", "context", "memory", "contrastive", "e2e_memory"])
+def test_every_ablation_row_trains_and_scores(row, tmp_path, synth_root):
+    """`make ablate`'s rows are overlays on the embedded default: each one builds, trains a step and scores a
+    video (row 1 without context frames, rows 1-2 without memory)."""
+    import json
+
+    from glus.train.cli import fit
+
+    override = tmp_path / "tiny.yaml"
+    override.write_text(yaml.safe_dump({
+        "trainer": {"max_steps": 1, "log_every_n_steps": 1},
+        "model": {"init_args": {"warmup_steps": 1, "total_steps": 1, "evaluation": {
+            "root": str(synth_root), "val_videos": 0, "max_videos": 1, "overlays": 0, "initial": False}}},
+        "data": {"init_args": {"root": str(synth_root), "batch_size": 1, "steps_per_epoch": 1, "num_workers": 0}}}))
+    cli = fit(["--config", str(ROOT / "recipes" / "synthetic.yaml"), "--config", str(ROOT / "recipes" / "ablate" /
+               f"{row}.yaml"), "--config", str(override)], runs_root=str(tmp_path / "runs"), wandb="disabled")
+    model = cli.model.model
+    assert cli.model.hparams.num_context == (0 if row == "query_only" else 4)
+    memory = type(model.segmenter.memory).__name__
+    assert memory == ("NoMemory" if row in ("query_only", "context") else "SAM2MemoryBank")
+    if row in ("memory", "contrastive"):  # the published bank: frozen
+        assert not any(p.requires_grad for p in model.segmenter.sam.memory_attention.parameters())
+    assert model.loss_weights.contrastive == (0.0 if row in ("query_only", "context", "memory") else 0.1)
+    metrics = json.loads((tmp_path / "runs" / "synthetic" / "latest" / "metrics.json").read_text())
+    assert 0 <= metrics["jf"] <= 1

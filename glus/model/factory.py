@@ -126,7 +126,7 @@ class TinyGLUSBuilder:
                  sam_image_size: int = 128, sam_config: str = "tiny", train_image_encoder: bool = False,
                  train_vision_tower: bool = False, train_language_model: bool = False,
                  lora: bool = True, embeddings: str = "all", label_mode: str = "seg",
-                 segmenter: dict | None = None, memory: dict | None = None, loss_weights: dict | None = None,
+                 segmenter: dict | None = None, memory: dict | str | None = None, loss_weights: dict | None = None,
                  seg_projection_gain: float = 1.0, template: str = "published", clip_resize: str = "crop",
                  segmenter_init: str | None = None, mllm_init: str | None = None, llm_layers: int = 2):
         """mllm_init: a GLUS export of the alignment stage (recipes/pretrain/mllm_synthetic.yaml) whose multimodal

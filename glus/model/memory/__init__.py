@@ -6,12 +6,15 @@ from glus.model.memory.mca import MCAMemory, MCAState
 
 
 def build_memory(spec=None) -> Memory:
-    """A memory from a recipe's setting: None (the published GLUS bank), a Memory, a dict of SAM2MemoryBank
-    arguments, or {class_path, init_args} (LightningCLI's form, for any Memory subclass)."""
+    """A memory from a recipe's setting: None (the published GLUS bank), "none" (no memory: the ablation's rows
+    without one), a Memory, a dict of SAM2MemoryBank arguments, or {class_path, init_args} (LightningCLI's form,
+    for any Memory subclass)."""
     import importlib
 
     if spec is None:
         return SAM2MemoryBank()
+    if spec == "none":
+        return NoMemory()
     if isinstance(spec, Memory):
         return spec
     if isinstance(spec, dict) and "class_path" in spec:
@@ -22,7 +25,7 @@ def build_memory(spec=None) -> Memory:
         return cls(**(spec.get("init_args") or {}))
     if isinstance(spec, dict):
         return SAM2MemoryBank(**spec)
-    raise ValueError(f"memory: expected None, a dict or a Memory, got {type(spec).__name__}")
+    raise ValueError(f"memory: expected None, 'none', a dict or a Memory, got {spec!r}")
 
 
 __all__ = ["MCAMemory", "MCAState", "GatedLinearMemory", "GatedLinearState", "Memory", "MemoryState", "NoMemory", "SAM2BankState",
