@@ -129,12 +129,13 @@ class TinyGLUSBuilder:
                  segmenter: dict | None = None, memory: dict | str | None = None, loss_weights: dict | None = None,
                  seg_projection_gain: float = 1.0, template: str = "published", clip_resize: str = "crop",
                  segmenter_init: str | None = None, mllm_init: str | None = None, llm_layers: int = 2):
-        """mllm_init: a GLUS export of the alignment stage (recipes/pretrain/mllm_synthetic.yaml) whose multimodal
-        LM (vision tower, projector, LM and its LoRA) starts this model's: what LLaVA gives the real one.
-        llm_layers: the tiny LLaMA's depth.
-        segmenter_init: a plain VOS export (the promptable pretraining, recipes/pretrain/segmenter_synthetic.yaml)
+        """segmenter_init: a plain VOS export (the promptable pretraining, recipes/pretrain/segmenter_synthetic.yaml)
         whose segmenter tensors (SAM-2 and the memory, which must be configured alike) start this model's: what a
-        pretrained SAM-2 gives the real model. seg_projection_gain scales the initial last layer of the [SEG] projection. Its default init gives
+        pretrained SAM-2 gives the real model. mllm_init: a GLUS export of the alignment stage
+        (recipes/pretrain/mllm_synthetic.yaml) whose multimodal LM (vision tower, projector, LM and its LoRA)
+        starts this model's: what LLaVA gives the real one. llm_layers: the tiny LLaMA's depth.
+
+        seg_projection_gain scales the initial last layer of the [SEG] projection. Its default init gives
         prompts of norm ~1.4, against ~6-7 for the tiny decoder's own tokens and point prompts; a decoder trained
         from scratch then learns to ignore the prompt before the LLM has learnt to fill it (the synthetic
         recipe uses 5)."""

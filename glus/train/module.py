@@ -179,21 +179,13 @@ class GLUSModule(TrainingBase):
 
     def setup(self, stage: str) -> None:
         """The data must prepare frames as the model reads them (a recipe links the sizes; this catches a
-        recipe or an override that unlinks them)."""
+        recipe or an override that unlinks them); a caption target reads the training splits' captions."""
         datamodule = getattr(self.trainer, "datamodule", None)
         spec = getattr(datamodule, "clip", None)
         if spec is None:
             return
         if self.hparams.expression_target != "expression":
-            self.captions = {(split, *key): text for split in datamodule.mix
-                             for key, text in expression_captions(Path(datamodule.root) / split /
-                                                                  "meta_expressions.json").items()}
-            if not self.captions:
-                from glus.errors import GlusError
-
-                raise GlusError(f"model.init_args.expression_target is {self.hparams.expression_target!r} but no "
-                                f"split of {datamodule.root} ({', '.join(datamodule.mix)}) has captions. Fix: regenerate synthetic data with "
-                                "`glus data synth` (older data has none), or set expression_target: expression")
+            self.captions = read_captions(datamodule, self.hparams.expression_target)
         hp, mllm, seg = self.hparams, self.model.mllm, self.model.segmenter
         expected = {"clip_size": mllm.vision_tower.config.image_size, "clip_resize": mllm.config.clip_resize,
                     "sam_size": seg.image_size, "num_context": hp.num_context, "num_query": hp.num_query}
@@ -232,6 +224,20 @@ class GLUSModule(TrainingBase):
             metrics["by_kind"] = by_kind(scores, kinds)
         write_results(run_dir, metrics, scores, kept)
         print(f"J&F after training: {final['jf']:.3f} (J {final['j']:.3f}, F {final['f']:.3f}) -> {run_dir}/metrics.json")
+
+
+def read_captions(datamodule, target: str) -> dict:
+    """{(split, video, exp_id): caption} of the training splits; an error where none has captions (a caption
+    target on data without them would silently train on the expressions' own words)."""
+    captions = {(split, *key): text for split in datamodule.mix
+                for key, text in expression_captions(Path(datamodule.root) / split / "meta_expressions.json").items()}
+    if not captions:
+        from glus.errors import GlusError
+
+        raise GlusError(f"model.init_args.expression_target is {target!r} but no split of {datamodule.root} "
+                        f"({', '.join(datamodule.mix)}) has captions. Fix: regenerate synthetic data with `glus data "
+                        "synth` (older data has none), or set expression_target: expression")
+    return captions
 
 
 def write_results(run_dir: Path, metrics: dict, scores, kept) -> None:
