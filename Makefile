@@ -38,6 +38,7 @@ help:
 	@echo "     pseudolabel [CKPT= SPLIT=$(SPLIT) ROOT= FRACTION=$(FRACTION) LABELS=]"
 	@echo "     train RECIPE=vos_synthetic [VOS_MEMORIES='$(VOS_MEMORIES)']   (the plain VOS path, one table)"
 	@echo "     train RECIPE=rds_synthetic [RDS_RATIOS='$(RDS_RATIOS)']   (RDS: J&F per kept-block ratio, one table)"
+	@echo "     train [SEED=N]   (the embedded default from another seed)  |  heldout [CKPT=]  |  ablate  |  pretrain"
 	@echo "     gpu-check [DRY=1] [GPU_PY=python3]   (7B shapes, random weights, one CUDA GPU; DRY=1: tiny, CPU)"
 
 install: $(STAMP)
@@ -61,9 +62,13 @@ $(STAMP): pyproject.toml .ci/constraints.txt
 test: install
 	$(BIN)/python -m pytest -q --durations=15 tests
 
+# (Only a folder this target wrote, or older synthetic data, is ever removed: never a real dataset at DATA.)
 synth: install
-	@test "$$(cat $(DATA)/synth_args 2>/dev/null)" = "$(SYNTH_ARGS)" || { rm -rf $(DATA) && \
-		$(BIN)/glus data synth --out $(DATA) $(SYNTH_ARGS) && echo "$(SYNTH_ARGS)" > $(DATA)/synth_args; }
+	@test "$$(cat $(DATA)/synth_args 2>/dev/null)" = "$(SYNTH_ARGS)" || { \
+		if test -e $(DATA) && ! test -f $(DATA)/synth_args && ! test -d $(DATA)/mevis/train/JPEGImages/train_0000; \
+		then echo "make synth: $(DATA) holds data it did not write; set DATA= to another folder"; exit 1; fi; \
+		rm -rf $(DATA) && $(BIN)/glus data synth --out $(DATA) $(SYNTH_ARGS) && \
+		echo "$(SYNTH_ARGS)" > $(DATA)/synth_args; }
 
 # The stages, each trained from its seed and copied to checkpoints/synthetic/: 1. the promptable segmenter
 # (clicks, boxes and masks on the first frame, tracking after); 2. the multimodal LM aligned on captions. They
