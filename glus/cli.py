@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_predict_parser(sub)  # predict
     vos.add_parsers(sub)  # vos, vos-eval, vos-table, rds
     infer.add_parsers(sub)  # pseudolabel, keyframes, keyframes-report
-    evaluate.add_parsers(sub)  # evaluate, submit, visualize
+    evaluate.add_parsers(sub)  # validate, evaluate, submit, visualize, ablation-table
     tools.add_parsers(sub)  # bench, gpu-check, model
     return parser
 

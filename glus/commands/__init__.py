@@ -5,7 +5,7 @@
 - data: data synth, data check, data index
 - train: fit, runs compare
 - infer: predict, pseudolabel, keyframes, keyframes-report
-- evaluate: evaluate, submit, visualize
+- evaluate: validate, evaluate, submit, visualize, ablation-table
 - vos: vos, vos-eval, vos-table, rds importance
 - tools: bench, gpu-check, model summary, model cost
 

@@ -1,5 +1,6 @@
-"""`glus evaluate`, `glus submit` and `glus visualize`: what is done with a prediction folder; and
-`glus ablation-table`: the figures of several trained runs side by side."""
+"""`glus evaluate`, `glus submit` and `glus visualize`: what is done with a prediction folder; `glus validate`:
+an export's J&F as `glus fit` reports it; and `glus ablation-table`: the figures of several trained runs side
+by side."""
 from __future__ import annotations
 
 import argparse
