@@ -8,3 +8,7 @@ from __future__ import annotations
 
 class GlusError(Exception):
     """A problem in the user's input (a missing path, a bad file, a wrong option), named with its fix."""
+
+
+class MissingInputs(GlusError, FileNotFoundError):
+    """Files a command needs are not there: the message lists each one and how to get it."""

@@ -8,7 +8,7 @@ import pytest
 from glus.cli import main
 from glus.errors import GlusError
 from glus.eval.ablation import AblationRow, ablation_table
-from glus.train.preflight import MissingInputs
+from glus.errors import MissingInputs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

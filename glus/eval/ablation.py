@@ -9,9 +9,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from glus.errors import GlusError
+from glus.errors import GlusError, MissingInputs
 from glus.io import atomic_path, atomic_write_json, atomic_write_text
-from glus.train.preflight import MissingInputs
 
 FIGURES = ("jf", "j", "f")
 SPREAD_NOTE = "± is half the range over the seeds: (max - min) / 2."

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glus.errors import GlusError
+from glus.errors import MissingInputs  # raised here, defined with the other errors (glus.eval uses it too)
 
 DATA_HOW = {
     "mevis": "download MeViS by hand (data_prep/README.md), or `glus data synth --out ROOT` for synthetic data",
@@ -14,10 +14,6 @@ DATA_HOW = {
     "lvvis": "convert LV-VIS to the meta_expressions / mask_dict form (data_prep/README.md)",
     "reasonvos": "download ReasonVOS by hand (data_prep/README.md)",
 }
-
-
-class MissingInputs(GlusError, FileNotFoundError):
-    """Files a command needs are not there: the message lists each one and how to get it."""
 
 
 def required_inputs(config: dict) -> list[tuple[str, str]]:
