@@ -119,20 +119,38 @@ class GLUS(nn.Module):
 
     def losses(self, out: GLUSOutput, batch: ClipBatch) -> dict[str, torch.Tensor]:
         """BCE and Dice per mask at the ground truth's size (expressions may differ in size), averaged over
-        all query-frame masks of the batch; CE at the supervised token positions."""
+        all query-frame masks of the batch; the language terms of `language_losses`."""
         w = self.loss_weights
         bce, dice = [], []
         for logits, gt in zip(out.mask_logits, batch.masks):
             up = self.logits_at_size(logits[None], *gt.shape[-2:])[0]
             bce.append(bce_per_mask(up, gt))
             dice.append(dice_per_mask(up, gt))
-        terms = {"ce": ce_loss(out.lm_logits, out.lm_targets), "bce": torch.cat(bce).mean(),
-                 "dice": torch.cat(dice).mean()}
+        language = self.language_losses(out.lm_logits, out.lm_targets, out.seg_logits, batch)
+        terms = {"ce": language["ce"], "bce": torch.cat(bce).mean(), "dice": torch.cat(dice).mean()}
         terms["loss"] = w.ce * terms["ce"] + w.bce * terms["bce"] + w.dice * terms["dice"]
+        if "expression" in language:
+            terms["expression"] = language["expression"]
+            terms["loss"] = terms["loss"] + w.expression * terms["expression"]
+        return terms
+
+    def language_losses(self, lm_logits, lm_targets, seg_logits, batch: ClipBatch) -> dict[str, torch.Tensor]:
+        """CE at the supervised token positions and, with a weight, the expression loss at the [SEG]-predicting
+        positions (its targets: batch.expression_ids), and their weighted sum: all that the alignment stage
+        trains."""
+        w = self.loss_weights
+        terms = {"ce": ce_loss(lm_logits, lm_targets)}
+        terms["loss"] = w.ce * terms["ce"]
         if w.expression > 0:
             if batch.expression_ids is None:
                 raise ValueError("loss_weights.expression > 0 needs ClipBatch.expression_ids")
-            log_probs = out.seg_logits.float().log_softmax(-1)
+            log_probs = seg_logits.float().log_softmax(-1)
             terms["expression"] = expression_loss(log_probs, batch.expression_ids.to(log_probs.device))
             terms["loss"] = terms["loss"] + w.expression * terms["expression"]
         return terms
+
+    def language_only(self) -> None:
+        """Freeze SAM-2 and the [SEG] projection: the alignment stage trains (and its export holds) the
+        multimodal LM alone."""
+        self.segmenter.requires_grad_(False)
+        self.text_hidden_fcs.requires_grad_(False)

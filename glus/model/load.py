@@ -86,9 +86,8 @@ def load_export(folder: str | Path):
     recipe = yaml.safe_load((folder / RECIPE).read_text())
     builder = instantiate(recipe["model"]["init_args"]["builder"])
     model, tokenizer = builder.build()
-    if recipe["model"].get("init_args", {}).get("segmentation") is False:  # the alignment stage: the LM only
-        model.segmenter.requires_grad_(False)
-        model.text_hidden_fcs.requires_grad_(False)
+    if recipe["model"].get("init_args", {}).get("segmentation") is False:  # the alignment stage's export
+        model.language_only()
     heads = load_file(str(folder / HEADS))
     own = dict(model.named_parameters())
     unknown = sorted(set(heads) - set(own))

@@ -65,8 +65,7 @@ class GLUSModule(TrainingBase):
         self.save_hyperparameters(ignore=["builder"])
         self.model, self.tokenizer = builder.build()
         if not segmentation:
-            self.model.segmenter.requires_grad_(False)
-            self.model.text_hidden_fcs.requires_grad_(False)
+            self.model.language_only()
         if gradient_checkpointing:
             self.model.mllm.base_lm.gradient_checkpointing_enable()
         self.prompts = PromptBuilder(self.tokenizer, tokens_per_frame=self.model.mllm.tokens_per_frame(),
@@ -109,11 +108,13 @@ class GLUSModule(TrainingBase):
 
     def training_step(self, batch: dict, batch_idx: int):
         clip = self.to_clip_batch(batch)
-        if not self.hparams.segmentation:
-            return self.alignment_step(clip)
-        out = self.model(clip)
-        losses = self.model.losses(out, clip)
-        if self.model.loss_weights.contrastive > 0:
+        if self.hparams.segmentation:
+            out = self.model(clip)
+            losses = self.model.losses(out, clip)
+        else:  # the alignment stage: the multimodal LM alone, SAM-2 never runs
+            _, lm_logits, targets, seg_logits = self.model.language(clip)
+            losses = self.model.language_losses(lm_logits, targets, seg_logits, clip)
+        if self.hparams.segmentation and self.model.loss_weights.contrastive > 0:
             contrastive = self.contrastive(out.seg_embeddings, batch)
             if contrastive is not None:
                 losses["contrastive"] = contrastive
@@ -123,20 +124,6 @@ class GLUSModule(TrainingBase):
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=n)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=n)
         self.log_throughput(n, int(clip.prompts.attention_mask.sum()))
-        return losses["loss"]
-
-    def alignment_step(self, clip: ClipBatch):
-        """The multimodal LM alone: CE at [SEG] plus the expression loss (its target: `expression_target`)."""
-        from glus.model.losses import ce_loss, expression_loss
-
-        _, lm_logits, targets, seg_logits = self.model.language(clip)
-        w = self.model.loss_weights
-        losses = {"ce": ce_loss(lm_logits, targets)}
-        losses["expression"] = expression_loss(seg_logits.float().log_softmax(-1), clip.expression_ids.to(self.device))
-        losses["loss"] = w.ce * losses["ce"] + w.expression * losses["expression"]
-        for name, value in losses.items():
-            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=len(clip.video_index))
-        self.log_throughput(len(clip.video_index), int(clip.prompts.attention_mask.sum()))
         return losses["loss"]
 
     def contrastive(self, seg_EQD: torch.Tensor, batch: dict):
