@@ -9,6 +9,9 @@ SEED ?= 0
 # The synthetic data of the embedded default (`make synth`): 256 training videos, valid_u balanced to 50
 # expressions of each kind; the folder remembers its arguments and is rewritten when they change.
 SYNTH_ARGS := --seed 0 --videos 256 --valid-per-kind 50
+# The generator's version joins the arguments in the folder's record, so that data written by an older generator
+# is rewritten (2: a motion phrase is used only where it fits its objects alone, `fitting_motions`).
+SYNTH_STAMP := $(SYNTH_ARGS) generator=2
 # The optional stages of the embedded default (recipes/pretrain/; README, "The embedded default"): `make pretrain`
 # trains them from their seeds into these folders; a recipe uses them with segmenter_init / mllm_init.
 SEGMENTER := checkpoints/synthetic/segmenter
@@ -64,11 +67,11 @@ test: install
 
 # (Only a folder this target wrote, or older synthetic data, is ever removed: never a real dataset at DATA.)
 synth: install
-	@test "$$(cat $(DATA)/synth_args 2>/dev/null)" = "$(SYNTH_ARGS)" || { \
+	@test "$$(cat $(DATA)/synth_args 2>/dev/null)" = "$(SYNTH_STAMP)" || { \
 		if test -e $(DATA) && ! test -f $(DATA)/synth_args && ! test -d $(DATA)/mevis/train/JPEGImages/train_0000; \
 		then echo "make synth: $(DATA) holds data it did not write; set DATA= to another folder"; exit 1; fi; \
 		rm -rf $(DATA) && $(BIN)/glus data synth --out $(DATA) $(SYNTH_ARGS) && \
-		echo "$(SYNTH_ARGS)" > $(DATA)/synth_args; }
+		echo "$(SYNTH_STAMP)" > $(DATA)/synth_args; }
 
 # The stages, each trained from its seed and copied to checkpoints/synthetic/: 1. the promptable segmenter
 # (clicks, boxes and masks on the first frame, tracking after); 2. the multimodal LM aligned on captions. They

@@ -227,3 +227,19 @@ def test_every_ablation_row_trains_and_scores(row, tmp_path, synth_root):
     assert model.loss_weights.contrastive == (0.0 if row in ("query_only", "context", "memory") else 0.1)
     metrics = json.loads((tmp_path / "runs" / "synthetic" / "latest" / "metrics.json").read_text())
     assert 0 <= metrics["jf"] <= 1
+
+
+def test_sine_clip_positions_give_each_patch_a_distinct_code_of_the_asked_norm():
+    from glus.model.factory import TinyGLUSBuilder
+
+    plain, _ = TinyGLUSBuilder(seed=0, clip_image_size=112, pooling="2x2").build()
+    sine, _ = TinyGLUSBuilder(seed=0, clip_image_size=112, pooling="2x2", clip_positions=1.0).build()
+    table = sine.mllm.vision_tower.embeddings.position_embedding.weight.detach()
+    before = plain.mllm.vision_tower.embeddings.position_embedding.weight.detach()
+    assert torch.equal(table[0], before[0])  # the class token's position is CLIP's own
+    norms = table[1:].norm(dim=1)
+    assert abs(float(norms.mean()) - 1.0) < 1e-4 and float(before[1:].norm(dim=1).mean()) < 0.3
+    # neighbours are more alike than far patches (a smooth 2-D code), and no two patches share one
+    sim = torch.nn.functional.normalize(table[1:], dim=1) @ torch.nn.functional.normalize(table[1:], dim=1).T
+    assert float(sim[0, 1]) > float(sim[0, 7]) and float(sim[0, 8]) > float(sim[0, 63])
+    assert float((sim - torch.eye(64)).max()) < 0.999

@@ -60,6 +60,35 @@ def test_every_capability_is_exercised():
     assert max(texts.values()) == 1  # no text refers to two different targets in one video
 
 
+def test_motion_phrases_fit_their_objects_alone():
+    """A travelling object (speeding, stopping, entering, leaving) also "moves left" or "right": no expression may
+    name a motion that another candidate object shows too, and "the objects moving left" names all of them."""
+    from glus.data.synth.language import fitting_motions
+    from glus.vocabulary import MOTION_PHRASES, PLURAL_MOTION
+
+    phrase_motion = {p: m for m, ps in MOTION_PHRASES.items() for p in ps}
+    checked = plural = 0
+    for v in [make_video(0, "train", i) for i in range(48)]:
+        fits = {o.obj_id: fitting_motions(o) for o in v.scene.objects}
+        for r in v.referrals:
+            if r.kind in ("motion", "look-alike"):
+                motion = next(m for p, m in phrase_motion.items() if r.text.endswith(p))
+                target = v.scene.objects[r.obj_ids[0]]
+                rivals = [o for o in v.scene.objects if o is not target and (
+                    r.kind == "motion" or (o.colour, o.shape) == (target.colour, target.shape))]
+                assert motion in fits[target.obj_id] and not any(motion in fits[o.obj_id] for o in rivals), r.text
+                checked += 1
+            elif r.text.startswith("the objects "):
+                motion = next(m for m, p in PLURAL_MOTION.items() if r.text == f"the objects {p}")
+                assert sorted(r.obj_ids) == sorted(i for i, f in fits.items() if motion in f), r.text
+                plural += 1
+    assert checked >= 100 and plural >= 3
+    leaving = next(o for v in [make_video(0, "train", i) for i in range(48)] for o in v.scene.objects
+                   if o.motion == "leaving")
+    assert fitting_motions(leaving) == {"leaving", "left" if leaving.centres[-1][0] < leaving.centres[0][0]
+                                        else "right"}
+
+
 def test_absent_and_occluded_objects(synth_root):
     index = load_split(synth_root, "mevis/train")
     reader = MaskReader(index)

@@ -44,6 +44,22 @@ def tiny_language_model(vocab_size: int, embedding_std: float = 0.5, **config) -
     return lm
 
 
+def sine_clip_positions(vision: CLIPVisionModel, norm: float, temperature: float = 20.0) -> None:
+    """Start the tiny CLIP's patch position embeddings at a 2-D sine code (SAM-2's `PositionEmbeddingSine`) of
+    mean norm `norm`. CLIP's own random init (std 0.02, norm ~0.1) is ~8x weaker than what the patch contents
+    vary by on the synthetic frames, so a tower trained from scratch barely knows where a token lies, and the LLM
+    cannot see which way an object moves; a pretrained CLIP's positions are strong. The low temperature spreads
+    the few frequencies of a 32-channel code over an 8x8 grid."""
+    from sam2.modeling.position_encoding import PositionEmbeddingSine
+
+    table = vision.embeddings.position_embedding.weight
+    dim, side = table.size(1), vision.config.image_size // vision.config.patch_size
+    code = PositionEmbeddingSine(dim, temperature=temperature)(torch.zeros(1, dim, side, side))
+    code = code[0].flatten(1).T  # (side * side, dim), raster order like CLIP's patches
+    with torch.no_grad():
+        table[1:] = code * (norm / code.norm(dim=1).mean())
+
+
 def tiny_mllm(tokenizer=None, vl: VisionLanguageConfig | None = None, seed: int = 0) -> tuple[MultimodalLM, object]:
     tokenizer = tokenizer or build_tiny_tokenizer()
     torch.manual_seed(seed)
@@ -128,12 +144,15 @@ class TinyGLUSBuilder:
                  lora: bool = True, embeddings: str = "all", label_mode: str = "seg",
                  segmenter: dict | None = None, memory: dict | str | None = None, loss_weights: dict | None = None,
                  seg_projection_gain: float = 1.0, template: str = "published", clip_resize: str = "crop",
-                 segmenter_init: str | None = None, mllm_init: str | None = None, llm_layers: int = 2):
+                 segmenter_init: str | None = None, mllm_init: str | None = None, llm_layers: int = 2,
+                 clip_positions: float | None = None):
         """segmenter_init: a plain VOS export (the promptable pretraining, recipes/pretrain/segmenter_synthetic.yaml)
         whose segmenter tensors (SAM-2 and the memory, which must be configured alike) start this model's: what a
         pretrained SAM-2 gives the real model. mllm_init: a GLUS export of the alignment stage
         (recipes/pretrain/mllm_synthetic.yaml) whose multimodal LM (vision tower, projector, LM and its LoRA)
-        starts this model's: what LLaVA gives the real one. llm_layers: the tiny LLaMA's depth.
+        starts this model's: what LLaVA gives the real one. llm_layers: the tiny LLaMA's depth. clip_positions: the
+        norm of a 2-D sine code that starts the tiny CLIP's position embeddings (`sine_clip_positions`; None:
+        CLIP's random init).
 
         seg_projection_gain scales the initial last layer of the [SEG] projection. Its default init gives
         prompts of norm ~1.4, against ~6-7 for the tiny decoder's own tokens and point prompts; a decoder trained
@@ -149,6 +168,7 @@ class TinyGLUSBuilder:
         self.loss_weights = LossWeights(**(loss_weights or {}))
         self.seg_projection_gain = seg_projection_gain
         self.segmenter_init, self.mllm_init, self.llm_layers = segmenter_init, mllm_init, llm_layers
+        self.clip_positions = clip_positions
 
     def required_paths(self) -> list[tuple[str, str]]:
         stages = [(self.segmenter_init, "segmenter_synthetic.yaml"), (self.mllm_init, "mllm_synthetic.yaml")]
@@ -158,6 +178,8 @@ class TinyGLUSBuilder:
         tokenizer = build_tiny_tokenizer()
         torch.manual_seed(self.seed)
         vision = CLIPVisionModel(tiny_clip_config(image_size=self.clip_image_size))
+        if self.clip_positions is not None:
+            sine_clip_positions(vision, self.clip_positions)
         lm = tiny_language_model(len(tokenizer), num_hidden_layers=self.llm_layers)
         mllm = MultimodalLM(vision, lm, self.vl, train_vision_tower=self.train_vision_tower)
         if self.lora:

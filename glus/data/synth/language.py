@@ -42,10 +42,27 @@ def _pick(options, rng: np.random.Generator) -> str:
     return str(options[int(rng.integers(len(options)))])
 
 
+# Motions that also move the object one way across the frame: "the object moving left" fits a speeding, stopping,
+# entering or leaving object that goes left as well as the one whose motion is "left".
+TRAVELLING = ("speeding", "stopping", "entering", "leaving")
+
+
+def fitting_motions(o) -> set[str]:
+    """Every motion whose phrases describe the object truthfully: its own, and for a travelling motion the
+    direction it goes ("left" or "right": these motions are horizontal)."""
+    if o.motion not in TRAVELLING:
+        return {o.motion}
+    return {o.motion, "left" if o.centres[-1][0] < o.centres[0][0] else "right"}
+
+
 def describe(scene: Scene, rng: np.random.Generator, no_target: bool = False) -> list[Referral]:
+    """Every expression refers to exactly the objects its words fit: a motion phrase counts every object it
+    describes truthfully (`fitting_motions`), so "the object moving left" is not written where a speeding
+    object also goes left, nor "the red circle moving left" where its look-alike does."""
     objs = scene.objects
     looks = Counter((o.colour, o.shape) for o in objs)
-    motions = Counter(o.motion for o in objs)
+    fits = {o.obj_id: fitting_motions(o) for o in objs}
+    motions = Counter(m for o in objs for m in fits[o.obj_id])
     out: list[Referral] = []
     for o in objs:
         name = f"{o.colour} {o.shape}"
@@ -54,8 +71,11 @@ def describe(scene: Scene, rng: np.random.Generator, no_target: bool = False) ->
         if unique_look:
             texts[_pick((f"the {name}", f"the {o.shape} that is {o.colour}", f"{name}"), rng)] = APPEARANCE
         phrases = MOTION_PHRASES[o.motion]
+        told_apart = unique_look or not any(o.motion in fits[x.obj_id] for x in objs
+                                            if x is not o and (x.colour, x.shape) == (o.colour, o.shape))
         for phrase in rng.choice(phrases, size=2, replace=False):
-            texts[f"the {name} {phrase}"] = APPEARANCE if unique_look else LOOK_ALIKE
+            if told_apart:
+                texts[f"the {name} {phrase}"] = APPEARANCE if unique_look else LOOK_ALIKE
         if motions[o.motion] == 1 and o.shape != "bar":
             texts[f"the object {_pick(phrases, rng)}"] = MOTION
         out += [Referral(t, [o.obj_id], texts[t], caption(o)) for t in sorted(texts)]
@@ -66,7 +86,7 @@ def describe(scene: Scene, rng: np.random.Generator, no_target: bool = False) ->
                                 _captions(objs, ids)))
     for motion, n in motions.items():
         if n > 1 and motion != "still":
-            ids = [o.obj_id for o in objs if o.motion == motion]
+            ids = [o.obj_id for o in objs if motion in fits[o.obj_id]]
             out.append(Referral(f"the objects {PLURAL_MOTION[motion]}", ids, PLURAL, _captions(objs, ids)))
     if no_target:  # MeViS v2: an expression whose object is not in the video
         absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in looks]
