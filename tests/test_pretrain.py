@@ -230,16 +230,22 @@ def test_every_ablation_row_trains_and_scores(row, tmp_path, synth_root):
 
 
 def test_sine_clip_positions_give_each_patch_a_distinct_code_of_the_asked_norm():
-    from glus.model.factory import TinyGLUSBuilder
+    from transformers import CLIPVisionModel
 
-    plain, _ = TinyGLUSBuilder(seed=0, clip_image_size=112, pooling="2x2").build()
-    sine, _ = TinyGLUSBuilder(seed=0, clip_image_size=112, pooling="2x2", clip_positions=1.0).build()
-    table = sine.mllm.vision_tower.embeddings.position_embedding.weight.detach()
-    before = plain.mllm.vision_tower.embeddings.position_embedding.weight.detach()
+    from glus.model.factory import TinyGLUSBuilder, sine_clip_positions, tiny_clip_config
+
+    tower = CLIPVisionModel(tiny_clip_config(image_size=112))
+    before = tower.embeddings.position_embedding.weight.detach().clone()
+    sine_clip_positions(tower, 1.0)
+    table = tower.embeddings.position_embedding.weight.detach()
     assert torch.equal(table[0], before[0])  # the class token's position is CLIP's own
-    norms = table[1:].norm(dim=1)
-    assert abs(float(norms.mean()) - 1.0) < 1e-4 and float(before[1:].norm(dim=1).mean()) < 0.3
+    assert abs(float(table[1:].norm(dim=1).mean()) - 1.0) < 1e-4 and float(before[1:].norm(dim=1).mean()) < 0.3
     # neighbours are more alike than far patches (a smooth 2-D code), and no two patches share one
-    sim = torch.nn.functional.normalize(table[1:], dim=1) @ torch.nn.functional.normalize(table[1:], dim=1).T
+    unit = torch.nn.functional.normalize(table[1:], dim=1)
+    sim = unit @ unit.T
     assert float(sim[0, 1]) > float(sim[0, 7]) and float(sim[0, 8]) > float(sim[0, 63])
     assert float((sim - torch.eye(64)).max()) < 0.999
+    # the builder applies it to the model's own tower
+    built, _ = TinyGLUSBuilder(seed=0, clip_image_size=112, clip_positions=2.0).build()
+    rows = built.mllm.vision_tower.embeddings.position_embedding.weight.detach()[1:]
+    assert abs(float(rows.norm(dim=1).mean()) - 2.0) < 1e-4

@@ -83,10 +83,13 @@ def test_motion_phrases_fit_their_objects_alone():
                 assert sorted(r.obj_ids) == sorted(i for i, f in fits.items() if motion in f), r.text
                 plural += 1
     assert checked >= 100 and plural >= 3
-    leaving = next(o for v in [make_video(0, "train", i) for i in range(48)] for o in v.scene.objects
-                   if o.motion == "leaving")
-    assert fitting_motions(leaving) == {"leaving", "left" if leaving.centres[-1][0] < leaving.centres[0][0]
-                                        else "right"}
+    # by hand: a leaving object that goes right also "moves right"; a plain left-mover fits only "left"
+    from glus.data.synth.scene import SceneObject
+
+    right = np.array([[60.0, 50.0], [120.0, 50.0], [175.0, 50.0]])
+    assert fitting_motions(SceneObject(0, "red", "circle", "leaving", 10, right, z=0)) == {"leaving", "right"}
+    assert fitting_motions(SceneObject(1, "red", "circle", "speeding", 10, right[::-1], z=1)) == {"speeding", "left"}
+    assert fitting_motions(SceneObject(2, "red", "circle", "left", 10, right[::-1], z=2)) == {"left"}
 
 
 def test_absent_and_occluded_objects(synth_root):

@@ -49,7 +49,8 @@ def sine_clip_positions(vision: CLIPVisionModel, norm: float, temperature: float
     mean norm `norm`. CLIP's own random init (std 0.02, norm ~0.1) is ~8x weaker than what the patch contents
     vary by on the synthetic frames, so a tower trained from scratch barely knows where a token lies, and the LLM
     cannot see which way an object moves; a pretrained CLIP's positions are strong. The low temperature spreads
-    the few frequencies of a 32-channel code over an 8x8 grid."""
+    the few frequencies of a 32-channel code over an 8x8 grid. Measured on the synthetic default it does not
+    make motion perceivable (README, "The embedded default"), so recipes leave it off."""
     from sam2.modeling.position_encoding import PositionEmbeddingSine
 
     table = vision.embeddings.position_embedding.weight
