@@ -127,3 +127,23 @@ def test_cli_keeps_the_command_line_order(rows, tmp_path, capsys):
     capsys.readouterr()
     assert main(["ablation-table", "--row", "gone", str(tmp_path / "gone"), "--out", str(tmp_path / "t")]) == 2
     assert str(tmp_path / "gone" / "metrics.json") in capsys.readouterr().err
+
+
+def test_versus_reads_a_row_against_the_named_one_and_refuses_a_name_not_above(rows, tmp_path, capsys):
+    (a0, a1), (b0, b1) = rows[0].sources, rows[2].sources
+    out = tmp_path / "versus"
+    # the variant (B again) is read against A (0.54 - 0.50), the row after it against the variant, as before
+    argv = ["ablation-table", "--row", "A", a0, a1, "--row", "B", b0, b1, "--row", "variant", b0, b1,
+            "--versus", "A", "--row", "after", a0, a1, "--out", str(out)]
+    assert main(argv) == 0
+    table = out.with_suffix(".md").read_text().splitlines()
+    assert [line.rsplit("|", 2)[1].strip() for line in table[4:8]] == ["", "+0.040", "+0.040 (vs A)", "-0.040"]
+    assert json.loads(out.with_suffix(".json").read_text())["rows"][2]["versus"] == "A"
+    capsys.readouterr()
+    with pytest.raises(GlusError, match="not a measured row above it"):  # below, or not a row at all
+        ablation_table([AblationRow("A", [a0], versus="B"), AblationRow("B", [b0])], tmp_path / "bad")
+    with pytest.raises(GlusError, match="not a measured row above it"):
+        ablation_table([AblationRow("P", pending="later"), AblationRow("A", [a0], versus="P")], tmp_path / "bad")
+    assert not list(tmp_path.glob("bad*"))
+    with pytest.raises(SystemExit):  # --versus before any --row
+        main(["ablation-table", "--versus", "A", "--row", "A", a0, "--out", str(out)])

@@ -221,6 +221,12 @@ def test_the_report_scores_every_start_and_redoes_predictions_when_the_key_frame
     assert report["rows"]["selector"]["started_mid_video"] == len(sub.expressions)  # all start at the last frame
     assert report["rows"]["first"]["count"] == len(sub.expressions)
     assert (tmp_path / "r" / "keyframes_table.md").read_text().count("\n| ") == 1 + len(STARTS) + 1
+    from glus.eval.ablation import read_source  # each row alone is a source of `glus ablation-table`
+
+    for name, row in report["rows"].items():
+        alone = read_source(tmp_path / "r" / "rows" / f"{name}.json")
+        assert (alone["jf"], alone["count"], alone["key_frame"]) == (row["jf"], row["count"], name)
+        assert {k: v["jf"] for k, v in alone["by_kind"].items()} == row["by_kind"]
     first_pred = {p: p.stat().st_mtime_ns for p in (tmp_path / "r" / "pred_first").rglob("*.png")}
     write_keyframes(kf, sub, {e.uid: 0 for e in sub.expressions})  # a retrained selector: other key frames
     again = keyframe_report(model, tokenizer, sub, glus_ckpt=str(export), selector_file=kf, out=tmp_path / "r",

@@ -51,7 +51,12 @@ class _AblationEntry(argparse.Action):
             raise argparse.ArgumentError(self, "give NAME and at least one SOURCE (one per seed); a row without "
                                          "results yet: --pending NAME REASON")
         entries = list(getattr(namespace, self.dest) or [])  # a copy: the default list is shared
-        entries.append((self.const, values[0], values[1:]))
+        if self.const == "versus":
+            if not entries or entries[-1][0] != "row":
+                raise argparse.ArgumentError(self, "--versus follows the --row it applies to")
+            entries[-1] = (*entries[-1][:3], values[0])
+        else:
+            entries.append((self.const, values[0], values[1:], None))
         setattr(namespace, self.dest, entries)
 
 
@@ -61,8 +66,8 @@ def _ablation_table(args) -> int:
 
     if not args.entries:
         raise GlusError("ablation-table: give at least one --row NAME SOURCE [SOURCE ...] or --pending NAME REASON")
-    rows = [AblationRow(name, rest) if kind == "row" else AblationRow(name, pending=rest[0])
-            for kind, name, rest in args.entries]
+    rows = [AblationRow(name, rest, versus=versus) if kind == "row" else AblationRow(name, pending=rest[0])
+            for kind, name, rest, versus in args.entries]
     print(ablation_table(rows, args.out, title=args.title))
     print("-> " + ", ".join(str(p) for p in output_paths(args.out)))
     return 0
@@ -144,6 +149,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--pending", dest="entries", action=_AblationEntry, const="pending", nargs=2, default=[],
                    metavar=("NAME", "REASON"),
                    help="a row with no results yet, printed with its reason where its J&F would be")
+    p.add_argument("--versus", dest="entries", action=_AblationEntry, const="versus", nargs=1, metavar="NAME",
+                   help="after a --row: read its change against the row NAME above it rather than the previous "
+                   "one (a variant beside the published row, a step measured under another protocol)")
     p.add_argument("--title", default="GLUS ablation")
     p.add_argument("--out", required=True, help="path without suffix: gets .md, .json and .png")
     p.set_defaults(func=_ablation_table)

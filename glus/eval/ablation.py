@@ -24,6 +24,7 @@ class AblationRow:
     name: str
     sources: list[str] = field(default_factory=list)
     pending: str | None = None
+    versus: str | None = None  # the row its change is read against; None: the previous measured row
 
     def __post_init__(self):
         if bool(self.sources) == (self.pending is not None):
@@ -35,6 +36,19 @@ def metrics_file(source: str | Path) -> Path:
     """A source is a run folder (its metrics.json, written by glus fit) or a JSON file with the same fields."""
     source = Path(source)
     return source if source.is_file() or source.suffix == ".json" else source / "metrics.json"
+
+
+def check_versus(rows: list[AblationRow]) -> None:
+    """A row read against another (a step measured under another protocol, a variant beside the published row)
+    names a measured row above it: a name that is not there would silently fall back to another comparison."""
+    measured_above: set[str] = set()
+    for row in rows:
+        if row.versus is not None and row.versus not in measured_above:
+            raise GlusError(f"ablation row {row.name!r} is read against {row.versus!r}, which is not a measured row "
+                            f"above it (those are: {sorted(measured_above)}). Fix: give --versus the exact name of "
+                            "an earlier --row")
+        if row.pending is None:
+            measured_above.add(row.name)
 
 
 def check_sources(rows: list[AblationRow]) -> None:
@@ -83,6 +97,8 @@ def summarize(row: AblationRow) -> dict:
         return {"name": row.name, "pending": row.pending}
     metrics = [read_source(s) for s in row.sources]
     out = {"name": row.name, "sources": [str(Path(s).resolve()) for s in row.sources], "seeds": len(metrics)}
+    if row.versus is not None:
+        out["versus"] = row.versus
     out |= {k: spread_stats([m[k] for m in metrics]) for k in FIGURES}
     return out | {"by_kind": kind_stats(metrics)}
 
@@ -108,8 +124,8 @@ def escape(text: str) -> str:
 
 def format_rows(summaries: list[dict], kinds: list[str]) -> list[str]:
     """The body: figures and the change of mean J&F from the previous row that has figures (pending ones skipped,
-    so each step of the ablation is read against the last one that was measured)."""
-    lines, previous = [], None
+    so each step of the ablation is read against the last one that was measured), or from the row it names."""
+    lines, previous, measured = [], None, {}
     for s in summaries:
         if "pending" in s:
             cells = [escape(s["name"]), "", escape(s["pending"]), "", "", *[""] * len(kinds), ""]
@@ -117,8 +133,11 @@ def format_rows(summaries: list[dict], kinds: list[str]) -> list[str]:
             n, jf = s["seeds"], s["jf"]["mean"]
             cells = [escape(s["name"]), str(n), *[cell(s[k], n) for k in FIGURES]]
             cells += [cell(s["by_kind"][k], n) if k in s["by_kind"] else "-" for k in kinds]
-            cells.append("" if previous is None else f"{jf - previous:+.3f}")
-            previous = jf
+            if "versus" in s:
+                cells.append(f"{jf - measured[s['versus']]:+.3f} (vs {escape(s['versus'])})")
+            else:
+                cells.append("" if previous is None else f"{jf - previous:+.3f}")
+            previous = measured[s["name"]] = jf
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -171,6 +190,7 @@ def ablation_table(rows: list[AblationRow | tuple[str, list[str]]], out: str | P
     rows = [r if isinstance(r, AblationRow) else AblationRow(r[0], list(r[1])) for r in rows]
     if not rows:
         raise GlusError("an ablation table needs at least one row")
+    check_versus(rows)
     check_sources(rows)
     summaries = [summarize(r) for r in rows]
     table = format_table(title, summaries)

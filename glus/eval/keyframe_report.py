@@ -14,6 +14,8 @@ For one GLUS export and one selector's key-frame file (`glus keyframes`), on the
 4. the selector against the truth: Spearman correlation of its scores with the true per-frame IoU (per
    expression, then averaged; expressions whose IoU is the same on every frame have no ranking and are left
    out, and counted), and its hit rate: the chosen frame's true IoU within 0.05 of the best frame's.
+Besides the table (keyframes_table.md and .json), OUT/rows/NAME.json holds each row in the shape of the
+metrics.json glus fit writes, so that `glus ablation-table` reads it as a row's source (`make ablate`, row 5).
 Every step writes into OUT and is resumable (the jobs skip what is done), so a rerun only finishes what is missing.
 """
 from __future__ import annotations
@@ -112,9 +114,13 @@ def keyframe_report(glus_model, tokenizer, index: SplitIndex, *, glus_ckpt: str,
             predict_fresh(glus_model, tokenizer, scored, pred, mode=mode, num_context=num_context, keyframes=kf,
                           progress=progress)
         results, split_scores = evaluate(pred, scored, progress=False)
+        kind_figures = by_kind(split_scores.scores, kinds)
         rows[name] = {"j": results["j"], "f": results["f"], "jf": results["jf"], "count": results["count"],
                       "started_mid_video": sum(1 for s in kf.starts.values() if s > 0),
-                      "by_kind": {k: v["jf"] for k, v in by_kind(split_scores.scores, kinds).items()}}
+                      "by_kind": {k: v["jf"] for k, v in kind_figures.items()}}
+        # each row also alone, in the shape of glus fit's metrics.json: a source for `glus ablation-table`
+        atomic_write_json(out / "rows" / f"{name}.json", {**rows[name], "by_kind": kind_figures,
+                                                          "split": index.name, "key_frame": name, "mode": mode})
     selector_scores = read_job(scores_dir(selector_file)).to_pandas()
     chosen = starts["selector"].starts
     report = {"split": index.name, "glus": str(glus_ckpt), "selector_keyframes": str(selector_file),
