@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     vos.add_parsers(sub)  # vos, vos-eval, vos-table, rds
     infer.add_parsers(sub)  # pseudolabel, keyframes, keyframes-report
     evaluate.add_parsers(sub)  # validate, evaluate, submit, visualize, ablation-table
-    tools.add_parsers(sub)  # bench, gpu-check, model
+    tools.add_parsers(sub)  # bench, gpu-check, model, motion-probe
     return parser
 
 

@@ -7,7 +7,7 @@
 - infer: predict, pseudolabel, keyframes, keyframes-report
 - evaluate: validate, evaluate, submit, visualize, ablation-table
 - vos: vos, vos-eval, vos-table, rds importance
-- tools: bench, gpu-check, model summary, model cost
+- tools: bench, gpu-check, model summary, model cost, motion-probe
 
 Each handler imports its heavy dependencies when it runs, so that `glus --help` stays fast.
 """

@@ -68,7 +68,31 @@ def _model_cost(args) -> int:
     return 0
 
 
+def _motion_probe(args) -> int:
+    from glus.eval.motion_probe import ProbeConfig, run_probe
+
+    cfg = ProbeConfig(steps=args.steps, seed=args.seed, layers=args.layers, width=args.width,
+                      frame_embedding=args.frame_embedding, aux=args.aux, simple=args.simple)
+    report = run_probe(cfg, args.out, progress=not args.quiet)
+    for point in report["curve"]:
+        print(f"step {point['step']}: held-out accuracy {point['accuracy']:.3f} (chance {report['chance']:.3f})")
+    print(f"-> {args.out}")
+    return 0
+
+
 def add_parsers(sub) -> None:
+    p = sub.add_parser("motion-probe", help="can the tiny LLaMA pick an object by its motion from ideal object "
+                       "tokens? (no vision tower: README, 'The paper's ablation, measured')")
+    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layers", type=int, default=2, help="LLaMA layers (the default's: 2)")
+    p.add_argument("--width", type=int, default=64, help="LLaMA hidden size (the default's: 64)")
+    p.add_argument("--frame-embedding", action="store_true", help="a learned frame-index embedding on the tokens")
+    p.add_argument("--aux", action="store_true", help="each object token also names its object's motion")
+    p.add_argument("--simple", action="store_true", help="only left, right, up, down and still objects")
+    p.add_argument("--out", required=True, help="JSON file for the accuracy curve and chance")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_motion_probe)
     p = sub.add_parser("bench", help="figures, not tests: engine vs faithful speed, streaming peak memory")
     p.add_argument("--out", default="runs/bench", help="working folder (synthetic videos, bench.json)")
     p.add_argument("--long-frames", type=int, default=2000, help="frames of the long video for peak memory")
