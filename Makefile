@@ -178,7 +178,7 @@ ablate: install
 			pids="$$pids $$!"; }; done; \
 		echo "ablation row $$r: seeds $(ABLATE_SEEDS) side by side (logs: runs/ablate_$${r}_s*.log)"; \
 		for p in $$pids; do wait $$p || { echo "a fit of row $$r failed: see its log"; exit 1; }; done; done
-	pids=""; for s in $(ABLATE_SEEDS); do { $(call ablate_keyframes,$$s) ; } > runs/ablate_keyframes_s$$s.log 2>&1 & \
+	pids=""; for s in $(ABLATE_SEEDS); do { $(call ablate_keyframes,$$s) ; } >> runs/ablate_keyframes_s$$s.log 2>&1 & \
 		pids="$$pids $$!"; done; \
 		echo "ablation row 5: row 4's key-frame chain, seeds $(ABLATE_SEEDS) (logs: runs/ablate_keyframes_s*.log)"; \
 		for p in $$pids; do wait $$p || { echo "a key-frame chain failed: see its log"; exit 1; }; done
