@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from glus.data.synth.language import fitting_motions
+from glus.data.samplers import query_frames, train_context_frames
 from glus.data.synth.scene import MOTIONS, make_scene
 from glus.vocabulary import COLOURS, SHAPES
 
@@ -57,10 +58,9 @@ def object_class(o) -> int:
 
 
 def probe_frames(num_frames: int, rng: np.random.Generator) -> list[int]:
-    """4 context frames spread over the clip and 4 consecutive query frames, as a GLUS training clip holds."""
-    context = np.linspace(0, num_frames - 1, 4).round().astype(int).tolist()
-    start = int(rng.integers(0, num_frames - 3))
-    return context + list(range(start, start + 4))
+    """The frames of a GLUS training clip, drawn by the training samplers: 4 context frames (one from each of 4
+    segments) and 4 consecutive query frames."""
+    return train_context_frames(num_frames, 4, rng) + query_frames(num_frames, 4, rng)
 
 
 def draw_sample(rng: np.random.Generator, simple: bool = False) -> tuple[np.ndarray, int, set[int]]:
