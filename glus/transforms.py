@@ -35,19 +35,24 @@ def clip_input(frames_THWC, size: int = 224, resize: str = "crop") -> torch.Tens
     openai/clip-vit-large-patch14): shortest side to `size` (bicubic), centre crop to size x size, so the left
     and right borders of a wide frame are cut. "squash": the whole frame resized to a square (ours: nothing
     is cut, the aspect ratio is not kept)."""
+    x = to_tensor(frames_THWC).permute(0, 3, 1, 2).float() / 255.0
+    return normalise(clip_geometry(x, size, resize, "bicubic").clamp(0, 1), CLIP_MEAN, CLIP_STD)
+
+
+def clip_geometry(x_NCHW: torch.Tensor, size: int, resize: str, mode: str = "bilinear") -> torch.Tensor:
+    """float (N, C, H, W) -> (N, C, size, size), resized (antialiased) and cropped as `clip_input` resizes frames:
+    where a mask lands among CLIP's patches."""
     if resize == "squash":
-        return resize_normalise(frames_THWC, size, CLIP_MEAN, CLIP_STD, "bicubic")
+        return F.interpolate(x_NCHW, size=(size, size), mode=mode, align_corners=False, antialias=True)
     if resize != "crop":
         raise ValueError(f"clip resize must be 'crop' or 'squash', got {resize!r}")
-    x = to_tensor(frames_THWC).permute(0, 3, 1, 2).float() / 255.0
-    h, w = x.shape[-2:]
+    h, w = x_NCHW.shape[-2:]
     short, long = (h, w) if h <= w else (w, h)
     new_long = int(size * long / short)  # as transformers' get_resize_output_image_size
     new_hw = (size, new_long) if h <= w else (new_long, size)
-    x = F.interpolate(x, size=new_hw, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    x = F.interpolate(x_NCHW, size=new_hw, mode=mode, align_corners=False, antialias=True)
     top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
-    x = x[..., top:top + size, left:left + size]
-    return normalise(x, CLIP_MEAN, CLIP_STD)
+    return x[..., top:top + size, left:left + size]
 
 
 def sam_input(frames_THWC, size: int = 1024) -> torch.Tensor:

@@ -28,14 +28,16 @@ def synthetic_batch(model, tokenizer, videos=(0, 1), exps_per_video=(2, 1), num_
                      torch.tensor(video_index), masks)
 
 
-def inference_setup(base, seed: int, videos: int):
-    """(base, mevis/valid_u index, untrained tiny export, its model, tokenizer) over synthetic data under base."""
+def inference_setup(base, seed: int, videos: int, builder_args: dict | None = None):
+    """(base, mevis/valid_u index, untrained tiny export, its model, tokenizer) over synthetic data under base;
+    builder_args: more TinyGLUSBuilder arguments."""
     from glus.data.cache import load_split
     from glus.data.synth import write_synthetic
     from glus.model.export import export_untrained
     from glus.model.load import load_export
 
     write_synthetic(base / "data", seed=seed, videos=videos)
-    export = export_untrained(base / "export", {"seed": 0, "clip_image_size": 112, "sam_image_size": 128})
+    export = export_untrained(base / "export", {"seed": 0, "clip_image_size": 112, "sam_image_size": 128,
+                                                **(builder_args or {})})
     model, tokenizer, _ = load_export(export)
     return base, load_split(base / "data", "mevis/valid_u"), export, model, tokenizer

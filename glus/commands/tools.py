@@ -72,7 +72,8 @@ def _motion_probe(args) -> int:
     from glus.eval.motion_probe import ProbeConfig, run_probe
 
     cfg = ProbeConfig(steps=args.steps, seed=args.seed, layers=args.layers, width=args.width,
-                      frame_embedding=args.frame_embedding, aux=args.aux, simple=args.simple)
+                      frame_embedding=args.frame_embedding, aux=args.aux, simple=args.simple,
+                      temporal=args.temporal, aux_at=args.aux_at)
     report = run_probe(cfg, args.out, progress=not args.quiet)
     for point in report["curve"]:
         print(f"step {point['step']}: held-out accuracy {point['accuracy']:.3f} (chance {report['chance']:.3f})")
@@ -90,6 +91,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--frame-embedding", action="store_true", help="a learned frame-index embedding on the tokens")
     p.add_argument("--aux", action="store_true", help="each object token also names its object's motion")
     p.add_argument("--simple", action="store_true", help="only left, right, up, down and still objects")
+    p.add_argument("--temporal", type=int, default=0, help="bidirectional encoder layers over the visual tokens "
+                   "of all frames before the LLaMA (a video projector; default: none)")
+    p.add_argument("--aux-at", choices=("llm", "visual"), default="llm", help="where --aux reads its target: the "
+                   "LLM's last states (default) or its input tokens (after --temporal)")
     p.add_argument("--out", required=True, help="JSON file for the accuracy curve and chance")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_motion_probe)

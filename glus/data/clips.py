@@ -14,7 +14,7 @@ from glus.data.errors import DataError
 from glus.data.index import SplitIndex
 from glus.data.masks import MaskReader
 from glus.data.samplers import query_frames, rng_for, train_context_frames
-from glus.transforms import clip_input, sam_input
+from glus.transforms import clip_geometry, clip_input, sam_input
 
 
 @dataclass
@@ -26,6 +26,9 @@ class ClipSpec:
     clip_resize: str = "crop"     # as the model's VisionLanguageConfig.clip_resize (recipes link the two)
     sam_size: int = 1024
     mask_size: int | None = None  # longest side of the supervised masks; None: the original size
+    # ours, for the dense motion target (loss_weights.motion): every captioned object's mask in each CLIP frame,
+    # at CLIP's geometry, with its motion class; synthetic data only (its captions name each object's motion)
+    object_motions: bool = False
 
 
 def load_frames(video, frame_ids) -> np.ndarray:
@@ -60,6 +63,7 @@ class ClipDataset(torch.utils.data.Dataset):
         for split, vids in zip(splits, self.videos):
             if not vids:
                 raise DataError(f"split {split.name} has no expression with ground truth", file=split.root)
+        self.motions = [object_motions(s) for s in splits] if spec.object_motions else None
 
     def __len__(self) -> int:
         return self.length
@@ -79,7 +83,8 @@ class ClipDataset(torch.utils.data.Dataset):
         lookup = {f: j for j, f in enumerate(sorted(set(ctx + query)))}
         masks = [torch.from_numpy(reader.targets(exprs[c], query)) for c in chosen]
         masks = self._resize_masks(torch.stack(masks))
-        return {
+        extra = self._object_masks(k, vid, ctx + query) if self.motions else {}
+        return {**extra,
             "clip": clip_input(frames[[lookup[f] for f in ctx + query]], self.spec.clip_size, self.spec.clip_resize),
             "sam": sam_input(frames[[lookup[f] for f in query]], self.spec.sam_size),
             "texts": [exprs[c].text for c in chosen],
@@ -88,6 +93,17 @@ class ClipDataset(torch.utils.data.Dataset):
             "frames": query,
             "index": i,
         }
+
+    def _object_masks(self, k: int, vid: str, frames: list[int]) -> dict:
+        """object_masks (F, O, S, S) float, the share of each CLIP pixel each object covers in the clip's frames
+        (context then query), and object_motions (O,) their motion classes."""
+        objects = self.motions[k].get(vid, [])
+        size = self.spec.clip_size
+        if not objects:
+            return {"object_masks": torch.zeros(len(frames), 0, size, size), "object_motions": torch.zeros(0).long()}
+        masks = np.stack([self.readers[k].targets(expr, frames) for expr, _ in objects], 1)  # (F, O, H, W)
+        masks = clip_geometry(torch.from_numpy(masks).float(), size, self.spec.clip_resize)
+        return {"object_masks": masks, "object_motions": torch.tensor([m for _, m in objects])}
 
     def _resize_masks(self, masks_EQHW: torch.Tensor) -> torch.Tensor:
         size = self.spec.mask_size
@@ -100,10 +116,32 @@ class ClipDataset(torch.utils.data.Dataset):
         return out > 0.5
 
 
+def object_motions(split: SplitIndex) -> dict[str, list[tuple]]:
+    """{video: [(a one-object expression of each captioned object, its motion class index)]} from the split's
+    captions (synthetic data); a DataError where the split has none."""
+    from pathlib import Path
+
+    from glus.data.synth.language import MOTION_CLASSES, caption_motion, expression_captions
+
+    meta = Path(split.root) / split.name.split("/")[-1] / "meta_expressions.json"
+    captions = expression_captions(meta)
+    out: dict[str, dict[str, tuple]] = {}
+    for e in split.expressions:
+        motion = caption_motion(captions.get((e.video, e.exp_id), ""))
+        if motion is not None and len(e.obj_ids) == 1:
+            out.setdefault(e.video, {}).setdefault(e.obj_ids[0], (e, MOTION_CLASSES.index(motion)))
+    if not out:
+        raise DataError(f"split {split.name} has no one-object captions to read motions from", file=meta,
+                        fix="regenerate the synthetic data with `glus data synth`, or set data.init_args.clip."
+                            "object_motions: false (and loss_weights.motion: 0)")
+    return {vid: list(objs.values()) for vid, objs in out.items()}
+
+
 def collate_clips(items: list[dict]) -> dict:
     """Videos stacked; expressions flattened with the index of their video; masks kept per expression (videos
-    of one batch may differ in size)."""
-    return {
+    of one batch may differ in size); object masks and motions, where asked for, kept per video."""
+    extra = {k: [it[k] for it in items] for k in ("object_masks", "object_motions") if k in items[0]}
+    return {**extra,
         "clip": torch.stack([it["clip"] for it in items]),
         "sam": torch.stack([it["sam"] for it in items]),
         "texts": [t for it in items for t in it["texts"]],

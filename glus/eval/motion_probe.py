@@ -47,6 +47,8 @@ class ProbeConfig:
     frame_embedding: bool = False
     aux: bool = False
     simple: bool = False     # scenes whose objects all have one of SIMPLE_MOTIONS
+    temporal: int = 0        # bidirectional encoder layers over the visual tokens before the LLaMA
+    aux_at: str = "llm"      # where the dense target is read: the LLM's last states, or "visual": the LLM's inputs
     batch: int = 16
     lr: float = 1e-3
     eval_every: int = 1000
@@ -119,6 +121,12 @@ class MotionProbe(nn.Module):
         self.lm = LlamaModel(tiny_llama_config(8, hidden_size=d, intermediate_size=2 * d,
                                                num_hidden_layers=cfg.layers))
         self.head, self.aux_head = nn.Linear(d, NUM_CLASSES), nn.Linear(d, len(MOTIONS))
+        self.temporal = None
+        if cfg.temporal:  # a video projector: the visual tokens of all frames see each other, then the LLM reads them
+            layer = nn.TransformerEncoderLayer(d, nhead=4, dim_feedforward=2 * d, dropout=0.0, batch_first=True,
+                                               norm_first=True)
+            self.temporal = nn.TransformerEncoder(layer, cfg.temporal, enable_nested_tensor=False)
+            self.temporal_frame = nn.Embedding(8, d)
 
     def forward(self, rows: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(class logits at the [SEG], the auxiliary loss or None)."""
@@ -128,11 +136,16 @@ class MotionProbe(nn.Module):
         x = x + is_word * self.motion(motion)  # an object row's own motion is the aux target, never an input
         if self.cfg.frame_embedding:
             x = x + (kind <= DELIMITER).unsqueeze(-1) * self.frame(frame)
+        if self.temporal is not None:
+            visual = (kind <= DELIMITER) & (mask > 0)
+            encoded = self.temporal(x + self.temporal_frame(frame), src_key_padding_mask=~visual)
+            x = torch.where(visual.unsqueeze(-1), encoded, x)
         hidden = self.lm(inputs_embeds=x * mask.unsqueeze(-1), attention_mask=mask).last_hidden_state
         aux = None
         if self.cfg.aux:
             objects = (kind == OBJECT) & (mask > 0)
-            aux = nn.functional.cross_entropy(self.aux_head(hidden[objects]), motion[objects])
+            read = x if self.cfg.aux_at == "visual" else hidden
+            aux = nn.functional.cross_entropy(self.aux_head(read[objects]), motion[objects])
         return self.head(hidden[:, -1]), aux
 
 

@@ -61,6 +61,7 @@ class VideoState:
     prefix_cache: object = None
     prefix_len: int = 0
     suffixes: dict = field(default_factory=dict)  # engine: window length -> (ids, mask, index of the [SEG] row)
+    context_tokens: object = None  # engine: the context frames' CLIP tokens before any video projector (C, K, D)
 
     @property
     def num_frames(self) -> int:
@@ -128,7 +129,8 @@ class StreamingEngine(_Base):
         prefix, _ = self.prompts.split_for_cache(texts[0], 1)
         ids = torch.tensor([prefix], device=self.device)
         with torch.no_grad():
-            visual = self._clip_tokens(load_frames(video, state.context))[None]
+            state.context_tokens = self._clip_tokens(load_frames(video, state.context))
+            visual = mllm.relate_frames(state.context_tokens[None], len(state.context))
             _, cache = mllm.hidden_states(mllm.embed(ids, visual), torch.ones_like(ids), use_cache=True)
         cache.batch_repeat_interleave(len(texts))  # one copy per expression, made once per video
         state.prefix_cache, state.prefix_len = cache, len(prefix)
@@ -148,6 +150,15 @@ class StreamingEngine(_Base):
             state.suffixes[rounds] = (ids.to(self.device), mask.to(self.device), last)
         return state.suffixes[rounds]
 
+    def _window_tokens(self, state: VideoState, window_WKD: torch.Tensor) -> torch.Tensor:
+        """The window's visual tokens as the LLM reads them: with a video projector, related to the context frames
+        and to each other (the context's own tokens do not depend on the window, so the cached prefix holds)."""
+        mllm = self.model.mllm
+        if mllm.video_projector is None:
+            return window_WKD
+        both = torch.cat([state.context_tokens, window_WKD])[None]
+        return mllm.relate_frames(both, len(state.context))[0, len(state.context):]
+
     @torch.no_grad()
     def propagate(self, state: VideoState, start: int = 0, reverse: bool = False) -> Iterator[FrameResult]:
         E, mllm = len(state.texts), self.model.mllm
@@ -162,7 +173,7 @@ class StreamingEngine(_Base):
             recent = {f: v for f, v in recent.items() if f in frames}
             ids, mask, last = self._suffixes(state, len(frames))
             attention = torch.cat([mask.new_ones(E, state.prefix_len), mask], 1)
-            visual = torch.stack([recent[f] for f in frames])[None].expand(E, -1, -1, -1)
+            visual = self._window_tokens(state, torch.stack([recent[f] for f in frames]))[None].expand(E, -1, -1, -1)
             try:
                 hidden, _ = mllm.hidden_states(mllm.embed(ids, visual, check=False), attention,
                                                past_key_values=state.prefix_cache, use_cache=True)
@@ -186,7 +197,8 @@ class FaithfulLoop(_Base):
                 prompt = self.prompts.collate([self.prompts.build(text, len(frames))], len(frames))
                 ids, mask = prompt.input_ids.to(self.device), prompt.attention_mask.to(self.device)
                 pixels = load_frames(video, state.context + frames)
-                hidden, _ = mllm.hidden_states(mllm.embed(ids, self._clip_tokens(pixels)[None]), mask)
+                visual = mllm.relate_frames(self._clip_tokens(pixels)[None], len(state.context))
+                hidden, _ = mllm.hidden_states(mllm.embed(ids, visual), mask)
                 seg_hidden = hidden[:, int(prompt.seg_positions[0, -1]) - 1]
                 feats = self._sam_features(pixels[-1])
                 yield FrameResult([e], t, self._decode(memory, t, feats, self._prompt(seg_hidden)))

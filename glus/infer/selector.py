@@ -38,8 +38,8 @@ class SelectorScorer:
         """KV cache of the shared prefix, one copy per row of a batch; and the prefix's length."""
         mllm = self.model.mllm
         ids = torch.tensor([self.prompts.prefix()], device=self.device)
-        _, cache = mllm.hidden_states(mllm.embed(ids, visual_TKD[references][None]), torch.ones_like(ids),
-                                      use_cache=True)
+        prefix = mllm.relate_frames(visual_TKD[references][None], len(references))
+        _, cache = mllm.hidden_states(mllm.embed(ids, prefix), torch.ones_like(ids), use_cache=True)
         cache.batch_repeat_interleave(batch)
         return cache, ids.shape[1]
 
@@ -51,23 +51,27 @@ class SelectorScorer:
         suffixes = [self.prompts.split_for_cache(t)[1] for t in texts]
         pairs = [(e, t) for e in range(E) for t in range(T)]
         n = min(self.batch_frames, len(pairs))  # the cache's batch size, fixed for the whole video
-        cache, prefix_len = self.prefix_cache(visual, inference_context_frames(T, self.model.num_reference), n)
+        references = inference_context_frames(T, self.model.num_reference)
+        cache, prefix_len = self.prefix_cache(visual, references, n)
         scores = np.zeros((E, T), np.float32)
         for start in range(0, len(pairs), n):
             chunk = pairs[start:start + n]
             padded = chunk + [chunk[-1]] * (n - len(chunk))  # a full batch: the cache's batch size never changes
-            values = self._score_pairs(padded, suffixes, visual, cache, prefix_len)[:len(chunk)]
+            values = self._score_pairs(padded, suffixes, visual, references, cache, prefix_len)[:len(chunk)]
             for (e, t), v in zip(chunk, values):
                 scores[e, t] = v
         return scores
 
-    def _score_pairs(self, pairs, suffixes, visual_TKD, cache, prefix_len: int) -> np.ndarray:
+    def _score_pairs(self, pairs, suffixes, visual_TKD, references: list[int], cache, prefix_len: int) -> np.ndarray:
         mllm = self.model.mllm
         parts = [suffixes[e] for e, _ in pairs]
         ids, mask = pad_right(parts, self.prompts.tok.pad_token_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         attention = torch.cat([mask.new_ones(len(parts), prefix_len), mask], 1)
         targets = visual_TKD[[t for _, t in pairs]][:, None]  # (n, 1, K, D): one image per suffix
+        if mllm.video_projector is not None:  # each target related to the references, as in training
+            refs = visual_TKD[references][None].expand(len(pairs), -1, -1, -1)
+            targets = mllm.relate_frames(torch.cat([refs, targets], 1), len(references))[:, -1:]
         try:
             hidden, _ = mllm.hidden_states(mllm.embed(ids, targets), attention, past_key_values=cache, use_cache=True)
         finally:  # drop the batch's keys, even on an error: the next batch reuses the prefix alone

@@ -146,21 +146,23 @@ class TinyGLUSBuilder:
                  segmenter: dict | None = None, memory: dict | str | None = None, loss_weights: dict | None = None,
                  seg_projection_gain: float = 1.0, template: str = "published", clip_resize: str = "crop",
                  segmenter_init: str | None = None, mllm_init: str | None = None, llm_layers: int = 2,
-                 clip_positions: float | None = None):
+                 clip_positions: float | None = None, video_layers: int = 0, video_slots: int = 8):
         """segmenter_init: a plain VOS export (the promptable pretraining, recipes/pretrain/segmenter_synthetic.yaml)
         whose segmenter tensors (SAM-2 and the memory, which must be configured alike) start this model's: what a
         pretrained SAM-2 gives the real model. mllm_init: a GLUS export of the alignment stage
         (recipes/pretrain/mllm_synthetic.yaml) whose multimodal LM (vision tower, projector, LM and its LoRA)
         starts this model's: what LLaVA gives the real one. llm_layers: the tiny LLaMA's depth. clip_positions: the
         norm of a 2-D sine code that starts the tiny CLIP's position embeddings (`sine_clip_positions`; None:
-        CLIP's random init).
+        CLIP's random init). video_layers: a video projector (`glus.model.mllm.video`, ours) of that many layers
+        between the projector and the LLM, with video_slots frame slots; 0: none, as published.
 
         seg_projection_gain scales the initial last layer of the [SEG] projection. Its default init gives
         prompts of norm ~1.4, against ~6-7 for the tiny decoder's own tokens and point prompts; a decoder trained
         from scratch then learns to ignore the prompt before the LLM has learnt to fill it (the synthetic
         recipe uses 5)."""
         self.seed, self.label_mode = seed, label_mode
-        self.vl = VisionLanguageConfig(pooling=pooling, pool=pool, clip_resize=clip_resize)
+        self.vl = VisionLanguageConfig(pooling=pooling, pool=pool, clip_resize=clip_resize, video_layers=video_layers,
+                                       video_slots=video_slots)
         self.memory, self.template = memory, template
         self.clip_image_size, self.train_vision_tower = clip_image_size, train_vision_tower
         self.lora, self.embeddings, self.train_language_model = lora, embeddings, train_language_model
@@ -189,8 +191,10 @@ class TinyGLUSBuilder:
                           new_token_ids=tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS)))
         torch.manual_seed(self.seed + 1)
         segmenter = SAM2Segmenter(self.sam_config, memory=self.memory, **self.segmenter)
+        from glus.data.synth.language import MOTION_CLASSES
+
         model = GLUS(mllm, segmenter, self.loss_weights, seg_projection_gain=self.seg_projection_gain,
-                     template=self.template)
+                     template=self.template, motion_classes=len(MOTION_CLASSES) if self.loss_weights.motion else 0)
         from glus.model.load import copy_adapter, copy_heads
 
         if self.segmenter_init:

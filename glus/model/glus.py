@@ -27,6 +27,7 @@ class ClipBatch:
     masks: list | None = None          # per expression (Q, H, W) bool ground truth, at the size losses use
     meta: dict = field(default_factory=dict)  # ids for logging and the contrastive bank
     expression_ids: torch.Tensor | None = None  # (E, T) the expressions' tokens, IGNORE_INDEX-padded
+    motion_targets: torch.Tensor | None = None  # (V, F, K) motion class under each visual token, -100: none
 
 
 @dataclass
@@ -49,9 +50,12 @@ def select_batch(feats: FrameFeatures, index: torch.Tensor) -> FrameFeatures:
 
 class GLUS(nn.Module):
     def __init__(self, mllm: MultimodalLM, segmenter: SAM2Segmenter, loss_weights: LossWeights | None = None,
-                 train_seg_projection: bool = True, seg_projection_gain: float = 1.0, template: str = "published"):
+                 train_seg_projection: bool = True, seg_projection_gain: float = 1.0, template: str = "published",
+                 motion_classes: int = 0):
         """template: the prompt template set (glus.model.mllm.templates) the model is trained and run with; it
-        belongs to the model, since a model answers the conversation it was trained on."""
+        belongs to the model, since a model answers the conversation it was trained on. motion_classes: the
+        classes of the dense motion target (ours, `loss_weights.motion`): a linear head reads, from each visual
+        token as it enters the LLM, how the object under it moves (0: no head, the published model)."""
         super().__init__()
         self.mllm, self.segmenter, self.template = mllm, segmenter, template
         self.loss_weights = loss_weights or LossWeights()
@@ -64,6 +68,9 @@ class GLUS(nn.Module):
                 self.text_hidden_fcs[0][2].weight.mul_(seg_projection_gain)
                 self.text_hidden_fcs[0][2].bias.mul_(seg_projection_gain)
         self.text_hidden_fcs.requires_grad_(train_seg_projection)
+        self.motion_head = nn.Linear(d, motion_classes) if motion_classes else None
+        if self.loss_weights.motion > 0 and self.motion_head is None:
+            raise ValueError("loss_weights.motion > 0 needs motion_classes (the dense motion target's classes)")
 
     # ---- stages -----------------------------------------------------------------------------------------
 
@@ -73,10 +80,13 @@ class GLUS(nn.Module):
         return fcs(seg_hidden.to(fcs[0].weight.dtype))
 
     def language(self, batch: ClipBatch):
-        """Hidden states at [SEG] and LM logits at the supervised positions."""
+        """Hidden states at [SEG] and LM logits at the supervised positions (and the motion target's logits per
+        visual token, where the model has that head, in `self.last_motion_logits`)."""
         V, Fn = batch.clip_frames.shape[:2]
         visual = self.mllm.encode_frames(batch.clip_frames.flatten(0, 1))  # each frame once
-        visual = visual.view(V, Fn, *visual.shape[1:])[batch.video_index]  # (E, F, K, D)
+        visual = self.mllm.relate_frames(visual.view(V, Fn, *visual.shape[1:]), Fn - batch.sam_frames.shape[1])
+        self.last_motion_logits = self.motion_head(visual) if self.motion_head is not None else None
+        visual = visual[batch.video_index]  # (E, F, K, D)
         p = batch.prompts
         hidden, _ = self.mllm.hidden_states(self.mllm.embed(p.input_ids, visual), p.attention_mask)
         rows = torch.arange(len(hidden), device=hidden.device)[:, None]
@@ -129,9 +139,12 @@ class GLUS(nn.Module):
         language = self.language_losses(out.lm_logits, out.lm_targets, out.seg_logits, batch)
         terms = {"ce": language["ce"], "bce": torch.cat(bce).mean(), "dice": torch.cat(dice).mean()}
         terms["loss"] = w.ce * terms["ce"] + w.bce * terms["bce"] + w.dice * terms["dice"]
-        if "expression" in language:
-            terms["expression"] = language["expression"]
-            terms["loss"] = terms["loss"] + w.expression * terms["expression"]
+        for name in ("expression", "motion"):
+            if name in language:
+                terms[name] = language[name]
+                terms["loss"] = terms["loss"] + getattr(w, name) * terms[name]
+        if "motion_accuracy" in language:  # logged, not trained
+            terms["motion_accuracy"] = language["motion_accuracy"]
         return terms
 
     def language_losses(self, lm_logits, lm_targets, seg_logits, batch: ClipBatch) -> dict[str, torch.Tensor]:
@@ -147,7 +160,35 @@ class GLUS(nn.Module):
             log_probs = seg_logits.float().log_softmax(-1)
             terms["expression"] = expression_loss(log_probs, batch.expression_ids.to(log_probs.device))
             terms["loss"] = terms["loss"] + w.expression * terms["expression"]
+        if w.motion > 0:
+            if batch.motion_targets is None:
+                raise ValueError("loss_weights.motion > 0 needs ClipBatch.motion_targets (data.init_args.clip."
+                                 "object_motions: true)")
+            logits, targets = self.last_motion_logits.flatten(0, 2).float(), batch.motion_targets.flatten()
+            known = targets.to(logits.device) >= 0
+            if bool(known.any()):
+                terms["motion"] = F.cross_entropy(logits[known], targets.to(logits.device)[known])
+                terms["motion_accuracy"] = (logits[known].argmax(-1) == targets.to(logits.device)[known]).float().mean().detach()
+            else:  # no object under any token of the batch: a zero that keeps the graph
+                terms["motion"] = logits.sum() * 0
+            terms["loss"] = terms["loss"] + w.motion * terms["motion"]
         return terms
+
+    def motion_targets(self, object_masks: list[torch.Tensor], object_motions: list[torch.Tensor],
+                       min_share: float = 0.1) -> torch.Tensor:
+        """(V, F, K) the motion class of the object that covers the largest share of each visual token, where
+        that share is at least `min_share` (-100 elsewhere: background, or too little of an object to say). The
+        synthetic objects cover a median 0.2 of the token they cover most (16 tokens per frame), hence 0.1.
+        object_masks: per video (F, O, S, S) pixel shares at CLIP's geometry; object_motions: per video (O,)."""
+        rows = []
+        for masks, motions in zip(object_masks, object_motions):
+            share = self.mllm.token_shares(masks)  # (F, K, O)
+            target = torch.full(share.shape[:2], -100, dtype=torch.long)
+            if share.size(-1):
+                best, obj = share.max(-1)
+                target = torch.where(best >= min_share, motions[obj], target)
+            rows.append(target)
+        return torch.stack(rows)
 
     def language_only(self) -> None:
         """Freeze SAM-2 and the [SEG] projection: the alignment stage trains (and its export holds) the

@@ -19,6 +19,10 @@ class LossWeights:
     # tokens high probability. Off in the published recipes (a pretrained LLM's hidden states already carry
     # their context); the synthetic recipe's LLM starts from random weights and needs this to read the text.
     expression: float = 0.0
+    # Ours, synthetic data only: each visual token, as it enters the LLM, must name how the object under it moves
+    # (GLUS.motion_targets). The tiny LLM does not learn to relate an object across frames from the mask loss
+    # alone (README, the motion probe); this dense target makes the video projector compute it.
+    motion: float = 0.0
 
 
 def bce_per_mask(logits_NHW: torch.Tensor, targets_NHW: torch.Tensor) -> torch.Tensor:

@@ -85,9 +85,12 @@ class GLUSModule(TrainingBase):
         texts = [self.text(t) for t in batch["texts"]]
         items = [self.prompts.build(t, q, rng_for(seed, i, 1)) for t, i in zip(texts, batch["index"])]
         expression_ids = self.loss_targets(batch, texts) if self.model.loss_weights.expression > 0 else None
+        motion = None
+        if "object_masks" in batch:
+            motion = self.model.motion_targets(batch["object_masks"], batch["object_motions"]).to(self.device)
         return ClipBatch(batch["clip"], batch["sam"], self._to_device(self.prompts.collate(items, q)),
                          batch["video_index"].to(self.device), [m.to(self.device) for m in batch["masks"]],
-                         {"ids": batch["ids"]}, expression_ids)
+                         {"ids": batch["ids"]}, expression_ids, motion)
 
     def loss_targets(self, batch: dict, texts: list[str]) -> torch.Tensor:
         """Token ids the expression loss asks the [SEG] states to name: (E, T), or (E, Q, T) when grounded."""
@@ -176,6 +179,8 @@ class GLUSModule(TrainingBase):
         hp, mllm, seg = self.hparams, self.model.mllm, self.model.segmenter
         expected = {"clip_size": mllm.vision_tower.config.image_size, "clip_resize": mllm.config.clip_resize,
                     "sam_size": seg.image_size, "num_context": hp.num_context, "num_query": hp.num_query}
+        if self.model.loss_weights.motion > 0:
+            expected["object_motions"] = True
         wrong = {k: (getattr(spec, k), v) for k, v in expected.items() if getattr(spec, k) != v}
         if wrong:
             from glus.errors import GlusError

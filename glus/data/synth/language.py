@@ -38,6 +38,17 @@ def caption(o) -> str:
     return f"the {o.colour} {o.shape} {MOTION_PHRASES[o.motion][0]}"
 
 
+MOTION_CLASSES = tuple(MOTION_PHRASES)  # the classes of the dense motion target (loss_weights.motion)
+
+
+def caption_motion(text: str) -> str | None:
+    """The motion of a one-object caption ("the red circle moving left" -> "left"); None for a caption of
+    several objects or one that `caption` did not write."""
+    if " and " in text:
+        return None
+    return next((m for m, phrases in MOTION_PHRASES.items() if text.endswith(" " + phrases[0])), None)
+
+
 def _pick(options, rng: np.random.Generator) -> str:
     return str(options[int(rng.integers(len(options)))])
 

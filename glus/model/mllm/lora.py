@@ -43,6 +43,8 @@ def set_lm_trainables(mllm, embeddings: str = "all", lm_head: bool = True, proje
         if lm_head and embeddings == "new_rows":
             _keep_rows(head, new_token_ids or [])
     mllm.projector.requires_grad_(projector)
+    if mllm.video_projector is not None:
+        mllm.video_projector.requires_grad_(projector)
 
 
 def _group(name: str, depth: int) -> str:

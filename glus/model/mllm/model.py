@@ -12,6 +12,7 @@ from torch import nn
 
 from glus.transforms import clip_input
 from glus.model.mllm.tokenizer import IMAGE_TOKEN_INDEX
+from glus.model.mllm.video import VideoProjector
 
 
 
@@ -23,6 +24,8 @@ class VisionLanguageConfig:
     projector: str = "linear"       # "linear" (LISA-7B-v1) or "mlp2x_gelu" (LLaVA-1.5)
     drop_cls: bool | None = None    # None: drop CLIP's CLS token, keep everything of CLS-free towers (SigLIP)
     clip_resize: str = "crop"       # "crop": shortest side + centre crop (published); "squash": whole frame
+    video_layers: int = 0           # ours: a video projector's layers over all frames' tokens (0: none, published)
+    video_slots: int = 8            # its frame slots: at least num_context + num_query
 
 
 def build_projector(kind: str, vision_dim: int, lm_dim: int) -> nn.Sequential:
@@ -60,6 +63,10 @@ class MultimodalLM(nn.Module):
         auto = "clip" in type(vcfg).__name__.lower()  # CLIP has a CLS token, SigLIP has none
         self.drop_cls = auto if config.drop_cls is None else config.drop_cls
         self.projector = build_projector(config.projector, vcfg.hidden_size, self.lm_config.hidden_size)
+        self.video_projector = None
+        if config.video_layers:
+            self.video_projector = VideoProjector(self.lm_config.hidden_size, config.video_layers, config.video_slots,
+                                                  self.tokens_per_frame())
         vision_tower.requires_grad_(train_vision_tower)
 
     @property
@@ -94,6 +101,21 @@ class MultimodalLM(nn.Module):
             feats = feats[:, 1:] if self.drop_cls else feats
             feats = pool_tokens(feats, self.config.pooling, self.config.pool)
         return self.projector(feats.to(self.projector[0].weight.dtype))
+
+    def token_shares(self, masks_FOSS: torch.Tensor) -> torch.Tensor:
+        """(F, O, S, S) pixel shares of O objects at CLIP's input geometry -> (F, K, O) the share of each visual
+        token each object covers: CLIP's patches, then this model's pooling."""
+        patch = self.vision_tower.config.patch_size
+        f, o = masks_FOSS.shape[:2]
+        cells = torch.nn.functional.avg_pool2d(masks_FOSS.float(), patch).flatten(2)  # (F, O, P) raster order
+        return pool_tokens(cells.transpose(1, 2), self.config.pooling, self.config.pool)
+
+    def relate_frames(self, visual_NFKD: torch.Tensor, num_context: int) -> torch.Tensor:
+        """The visual tokens of one prompt's frames (context frames first), related across frames by the video
+        projector where the model has one; unchanged otherwise (the published GLUS)."""
+        if self.video_projector is None:
+            return visual_NFKD
+        return self.video_projector(visual_NFKD, num_context)
 
     def embed(self, input_ids: torch.Tensor, visual_EIKD: torch.Tensor, check: bool = True) -> torch.Tensor:
         """Token embeddings with the visual tokens of each prompt's images, in prompt order, spliced in. `check`
