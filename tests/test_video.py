@@ -131,3 +131,35 @@ def test_the_dataset_gives_each_object_its_mask_and_the_generators_motion(synth_
         assert item["object_masks"].amax(dim=(0, 2, 3)).min() > 0.5  # each object is seen in some frame
         checked += len(objects)
     assert checked >= 8
+
+
+def test_selector_scorer_with_a_video_projector_equals_the_plain_forward(tmp_path, synth_root):
+    """The selector from a GLUS export with a video projector: its cached scorer relates each target frame to the
+    reference frames as its training forward does."""
+    from glus.data.cache import load_split
+    from glus.data.clips import load_frames
+    from glus.data.samplers import inference_context_frames
+    from glus.errors import GlusError
+    from glus.infer.selector import SelectorScorer
+    from glus.model.export import export_untrained
+    from glus.model.selector import ScorePromptBuilder, TinySelectorBuilder
+
+    args = {"seed": 0, "clip_image_size": 112, "sam_image_size": 128, "clip_resize": "squash", "video_layers": 1}
+    with pytest.raises(GlusError, match="video_slots >= 9"):
+        TinySelectorBuilder(init_from=str(export_untrained(tmp_path / "eight", args))).build()
+    export = export_untrained(tmp_path / "nine", {**args, "video_slots": 9})
+    model, tokenizer = TinySelectorBuilder(init_from=str(export)).build()
+    model.eval()
+    prompts = ScorePromptBuilder(tokenizer, model.mllm.tokens_per_frame())
+    index = load_split(synth_root, "mevis/train")
+    vid = sorted(index.videos)[0]
+    video, text = index.videos[vid], index.expressions_of(vid)[0].text
+    scores = SelectorScorer(model, tokenizer, batch_frames=5).score_video(video, [text])
+    T = len(video.frames)
+    references = inference_context_frames(T, 8)
+    clip = model.mllm.preprocess(load_frames(video, range(T)))
+    with torch.no_grad():
+        frames = torch.stack([clip[references + [t]] for t in range(T)])
+        expected = model(frames, prompts.collate([prompts.build(text)] * T)).scores.numpy()
+    np.testing.assert_allclose(scores[0], expected, rtol=0, atol=1e-4)
+    assert np.ptp(expected) > 0

@@ -287,6 +287,12 @@ class TinySelectorBuilder(SelectorBuilder):
         have = {"clip_image_size": mllm.vision_tower.config.image_size, "pool": mllm.config.pool,
                 "clip_resize": mllm.config.clip_resize}
         wrong = {k: v for k, v in have.items() if getattr(self, k) != v}
+        video = mllm.video_projector
+        if video is not None and self.num_reference + 1 > video.slots:
+            raise CheckpointError(f"init_from {self.init_from} has a video projector with {video.slots} frame slots, "
+                                  f"too few for {self.num_reference} reference frames and the target. Fix: "
+                                  f"num_reference <= {video.slots - 1}, or train that GLUS with video_slots >= "
+                                  f"{self.num_reference + 1}")
         if wrong:
             raise CheckpointError(f"init_from {self.init_from} was trained with " + ", ".join(
                 f"{k} {v}" for k, v in wrong.items()) + " but the selector builder says " + ", ".join(
