@@ -81,7 +81,36 @@ def _motion_probe(args) -> int:
     return 0
 
 
+def _naming_probe(args) -> int:
+    from glus.data.cache import load_split
+    from glus.eval.naming_probe import naming_accuracy
+    from glus.io import atomic_write_json
+    from glus.model.load import load_export
+    from glus.model.mllm import PromptBuilder
+
+    model, tokenizer, recipe = load_export(args.ckpt)
+    num_context = recipe["model"]["init_args"].get("num_context", 4)
+    prompts = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(), num_context=num_context,
+                            template=model.template)
+    index = load_split(args.root, args.data)
+    report = naming_accuracy(model, tokenizer, prompts, index, args.root, args.data, num_context)
+    for kind, row in report.items():
+        print(f"{kind}: the [SEG] names the object for {row['named']:.2f} of {row['count']} expressions "
+              "(chance 1 in 18)")
+    if args.out:
+        atomic_write_json(args.out, {"ckpt": str(args.ckpt), "split": args.data, "by_kind": report})
+        print(f"-> {args.out}")
+    return 0
+
+
 def add_parsers(sub) -> None:
+    p = sub.add_parser("naming-probe", help="does a tiny GLUS' [SEG] name the colour and shape of the object an "
+                       "expression refers to? per kind of synthetic expression (README, 'The embedded default')")
+    p.add_argument("--ckpt", required=True, help="an export folder (trained with loss_weights.expression > 0)")
+    p.add_argument("--root", default="data/synthetic")
+    p.add_argument("--data", default="mevis/valid_u")
+    p.add_argument("--out", help="JSON file for the figures")
+    p.set_defaults(func=_naming_probe)
     p = sub.add_parser("motion-probe", help="can the tiny LLaMA pick an object by its motion from ideal object "
                        "tokens? (no vision tower: README, 'The paper's ablation, measured')")
     p.add_argument("--steps", type=int, default=5000)
