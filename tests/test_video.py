@@ -21,7 +21,7 @@ def _one_thread():
 
 def test_context_tokens_never_see_the_query_frames_and_windows_end_on_the_last_slot():
     torch.manual_seed(0)
-    projector = VideoProjector(dim=16, layers=2, slots=8, tokens_per_frame=4).eval()
+    projector = VideoProjector(dim=16, layers=2, slots=8, places=4).eval()
     x = torch.randn(1, 8, 4, 16)
     other = x.clone()
     other[:, 4:] = torch.randn(1, 4, 4, 16)  # other query frames

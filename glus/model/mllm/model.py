@@ -64,9 +64,9 @@ class MultimodalLM(nn.Module):
         self.drop_cls = auto if config.drop_cls is None else config.drop_cls
         self.projector = build_projector(config.projector, vcfg.hidden_size, self.lm_config.hidden_size)
         self.video_projector = None
-        if config.video_layers:
+        if config.video_layers:  # at CLIP's patch resolution: pooling would blur how far an object moved
             self.video_projector = VideoProjector(self.lm_config.hidden_size, config.video_layers, config.video_slots,
-                                                  self.tokens_per_frame())
+                                                  self.patches_per_frame())
         vision_tower.requires_grad_(train_vision_tower)
 
     @property
@@ -83,10 +83,13 @@ class MultimodalLM(nn.Module):
     def hidden_size(self) -> int:
         return self.lm_config.hidden_size
 
-    def tokens_per_frame(self) -> int:
+    def patches_per_frame(self) -> int:
         vcfg = self.vision_tower.config
-        patches = (vcfg.image_size // vcfg.patch_size) ** 2
-        return patches // (1 if self.config.pooling == "none" else self.config.pool)
+        return (vcfg.image_size // vcfg.patch_size) ** 2
+
+    def tokens_per_frame(self) -> int:
+        """Visual tokens per frame in the LLM's prompt (after pooling)."""
+        return self.patches_per_frame() // (1 if self.config.pooling == "none" else self.config.pool)
 
     def preprocess(self, frames_BHWC_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 frames -> CLIP input (see `glus.transforms.clip_input` for the two resize modes)."""
@@ -94,12 +97,14 @@ class MultimodalLM(nn.Module):
         return pixels.to(self.projector[0].weight.device)
 
     def encode_frames(self, pixels_N3HW: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) -> (N, K, D_lm) projected visual tokens, K = tokens_per_frame()."""
+        """(N, 3, H, W) -> (N, K, D_lm) projected visual tokens, K = tokens_per_frame(); with a video projector,
+        (N, P, D_lm) per patch, which `relate_frames` relates across frames and then pools."""
         with torch.set_grad_enabled(self.train_vision_tower and torch.is_grad_enabled()):
             out = self.vision_tower(pixel_values=pixels_N3HW.to(self.vision_tower.dtype), output_hidden_states=True)
             feats = out.hidden_states[self.config.select_layer]
             feats = feats[:, 1:] if self.drop_cls else feats
-            feats = pool_tokens(feats, self.config.pooling, self.config.pool)
+            if self.video_projector is None:
+                feats = pool_tokens(feats, self.config.pooling, self.config.pool)
         return self.projector(feats.to(self.projector[0].weight.dtype))
 
     def token_shares(self, masks_FOSS: torch.Tensor) -> torch.Tensor:
@@ -111,11 +116,14 @@ class MultimodalLM(nn.Module):
         return pool_tokens(cells.transpose(1, 2), self.config.pooling, self.config.pool)
 
     def relate_frames(self, visual_NFKD: torch.Tensor, num_context: int) -> torch.Tensor:
-        """The visual tokens of one prompt's frames (context frames first), related across frames by the video
-        projector where the model has one; unchanged otherwise (the published GLUS)."""
+        """The visual tokens of one prompt's frames (context frames first) as the LLM reads them: with a video
+        projector, `encode_frames`' patches related across frames, then pooled; unchanged otherwise (the
+        published GLUS)."""
         if self.video_projector is None:
             return visual_NFKD
-        return self.video_projector(visual_NFKD, num_context)
+        n, f, _, d = visual_NFKD.shape
+        related = self.video_projector(visual_NFKD, num_context).flatten(0, 1)  # per patch
+        return pool_tokens(related, self.config.pooling, self.config.pool).view(n, f, -1, d)
 
     def embed(self, input_ids: torch.Tensor, visual_EIKD: torch.Tensor, check: bool = True) -> torch.Tensor:
         """Token embeddings with the visual tokens of each prompt's images, in prompt order, spliced in. `check`

@@ -15,14 +15,14 @@ from torch import nn
 
 
 class VideoProjector(nn.Module):
-    def __init__(self, dim: int, layers: int, slots: int, tokens_per_frame: int, heads: int = 4,
+    def __init__(self, dim: int, layers: int, slots: int, places: int, heads: int = 4,
                  embedding_std: float = 0.5):
         super().__init__()
         layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.slots = slots
         self.frame = nn.Embedding(slots, dim)
-        self.place = nn.Embedding(tokens_per_frame, dim)
+        self.place = nn.Embedding(places, dim)
         with torch.no_grad():  # at the scale of the projected visual tokens, as the tiny LM's word embeddings
             self.frame.weight.normal_(0.0, embedding_std)
             self.place.weight.normal_(0.0, embedding_std)
