@@ -21,6 +21,7 @@ MOTION_PHRASES = {
     "entering": ("entering late", "that appears later", "coming into view"),
     "leaving": ("leaving the frame", "that moves out of view", "that disappears"),
 }
+MOTION_CLASSES = tuple(MOTION_PHRASES)  # the classes of the dense motion target (loss_weights.motion)
 PLURAL_MOTION = {
     "left": "moving left", "right": "moving right", "up": "moving up", "down": "moving down",
     "still": "that stay still", "speeding": "speeding up", "stopping": "that stop",

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from glus.data.synth.language import MOTION_CLASSES, caption, caption_motion
+from glus.data.synth.language import caption, caption_motion
+from glus.vocabulary import MOTION_CLASSES
 from glus.infer.engine import FaithfulLoop, StreamingEngine, pass_frames
 from glus.model.mllm.video import VideoProjector
 from glus.transforms import clip_geometry, clip_input

@@ -121,7 +121,8 @@ def object_motions(split: SplitIndex) -> dict[str, list[tuple]]:
     captions (synthetic data); a DataError where the split has none."""
     from pathlib import Path
 
-    from glus.data.synth.language import MOTION_CLASSES, caption_motion, expression_captions
+    from glus.data.synth.language import caption_motion, expression_captions
+    from glus.vocabulary import MOTION_CLASSES
 
     meta = Path(split.root) / split.name.split("/")[-1] / "meta_expressions.json"
     captions = expression_captions(meta)

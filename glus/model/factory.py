@@ -191,7 +191,7 @@ class TinyGLUSBuilder:
                           new_token_ids=tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS)))
         torch.manual_seed(self.seed + 1)
         segmenter = SAM2Segmenter(self.sam_config, memory=self.memory, **self.segmenter)
-        from glus.data.synth.language import MOTION_CLASSES
+        from glus.vocabulary import MOTION_CLASSES
 
         model = GLUS(mllm, segmenter, self.loss_weights, seg_projection_gain=self.seg_projection_gain,
                      template=self.template, motion_classes=len(MOTION_CLASSES) if self.loss_weights.motion else 0)

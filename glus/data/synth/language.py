@@ -38,9 +38,6 @@ def caption(o) -> str:
     return f"the {o.colour} {o.shape} {MOTION_PHRASES[o.motion][0]}"
 
 
-MOTION_CLASSES = tuple(MOTION_PHRASES)  # the classes of the dense motion target (loss_weights.motion)
-
-
 def caption_motion(text: str) -> str | None:
     """The motion of a one-object caption ("the red circle moving left" -> "left"); None for a caption of
     several objects or one that `caption` did not write."""
