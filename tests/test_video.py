@@ -164,3 +164,32 @@ def test_selector_scorer_with_a_video_projector_equals_the_plain_forward(tmp_pat
         expected = model(frames, prompts.collate([prompts.build(text)] * T)).scores.numpy()
     np.testing.assert_allclose(scores[0], expected, rtol=0, atol=1e-4)
     assert np.ptp(expected) > 0
+
+
+def test_motion_loss_is_the_cross_entropy_of_the_labelled_tokens_and_trains_the_projector():
+    import torch.nn.functional as F
+
+    from glus.model.factory import TinyGLUSBuilder
+    from tests.model_helpers import synthetic_batch
+
+    model, tokenizer = TinyGLUSBuilder(clip_image_size=112, sam_image_size=128, clip_resize="squash",
+                                       video_layers=1, pooling="2x2", loss_weights={"motion": 1.0}).build()
+    batch = synthetic_batch(model, tokenizer)
+    V, F_, K = batch.clip_frames.shape[0], batch.clip_frames.shape[1], model.mllm.tokens_per_frame()
+    targets = torch.randint(0, len(MOTION_CLASSES), (V, F_, K))
+    targets[torch.rand(V, F_, K) < 0.5] = -100
+    batch.motion_targets = targets
+    out = model(batch)
+    losses = model.losses(out, batch)
+    known = targets >= 0
+    expected = F.cross_entropy(out.motion_logits[known], targets[known])
+    torch.testing.assert_close(losses["motion"], expected)
+    torch.testing.assert_close(losses["loss"], losses["ce"] + 2.0 * losses["bce"] + 0.5 * losses["dice"]
+                               + losses["motion"])
+    losses["motion"].backward()
+    assert model.motion_head.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.mllm.video_projector.parameters()
+               if p.requires_grad and p.dim() > 1)
+    batch.motion_targets = None
+    with pytest.raises(ValueError, match="object_motions"):
+        model.losses(model(batch), batch)

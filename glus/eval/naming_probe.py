@@ -48,7 +48,7 @@ def naming_accuracy(model, tokenizer, prompts, index, root: str | Path, split: s
         batch = ClipBatch(model.mllm.preprocess(frames)[None], model.segmenter.preprocess(frames[-num_query:])[None],
                           prompts.collate([prompts.build(e.text, num_query) for e in exprs], num_query),
                           torch.zeros(len(exprs), dtype=torch.long))
-        _, _, _, seg_logits = model.language(batch)
+        seg_logits = model.language(batch)[3]
         if seg_logits is None:
             raise ValueError("the model has no expression loss (loss_weights.expression = 0): its LM head at [SEG] "
                              "is not trained to name words")

@@ -41,6 +41,7 @@ class GLUSOutput:
     lm_targets: torch.Tensor      # (N,)
     object_scores: torch.Tensor   # (E, Q) SAM-2 object score logits
     seg_logits: torch.Tensor | None = None  # (E, Q, vocab) LM head at the [SEG]-predicting positions
+    motion_logits: torch.Tensor | None = None  # (V, F, K, classes) the dense motion target's head, per visual token
 
 
 def select_batch(feats: FrameFeatures, index: torch.Tensor) -> FrameFeatures:
@@ -80,12 +81,12 @@ class GLUS(nn.Module):
         return fcs(seg_hidden.to(fcs[0].weight.dtype))
 
     def language(self, batch: ClipBatch):
-        """Hidden states at [SEG] and LM logits at the supervised positions (and the motion target's logits per
-        visual token, where the model has that head, in `self.last_motion_logits`)."""
+        """Hidden states at [SEG], LM logits at the supervised positions and at [SEG] (None without the expression
+        loss), and the motion head's logits per visual token (None without that head)."""
         V, Fn = batch.clip_frames.shape[:2]
         visual = self.mllm.encode_frames(batch.clip_frames.flatten(0, 1))  # each frame once
         visual = self.mllm.relate_frames(visual.view(V, Fn, *visual.shape[1:]), Fn - batch.sam_frames.shape[1])
-        self.last_motion_logits = self.motion_head(visual) if self.motion_head is not None else None
+        motion_logits = self.motion_head(visual) if self.motion_head is not None else None
         visual = visual[batch.video_index]  # (E, F, K, D)
         p = batch.prompts
         hidden, _ = self.mllm.hidden_states(self.mllm.embed(p.input_ids, visual), p.attention_mask)
@@ -93,11 +94,11 @@ class GLUS(nn.Module):
         seg_hidden = hidden[rows, p.seg_positions - 1]  # the position that predicts [SEG] (LISA, GLUS)
         (r, c), targets = label_positions(p.labels)
         if self.loss_weights.expression <= 0:
-            return seg_hidden, self.mllm.logits_at(hidden[r, c]), targets, None
+            return seg_hidden, self.mllm.logits_at(hidden[r, c]), targets, None, motion_logits
         # one lm_head call serves both losses (the [SEG]-predicting rows are appended to the supervised ones)
         logits = self.mllm.logits_at(torch.cat([hidden[r, c], seg_hidden.flatten(0, 1)]))
         n = len(targets)
-        return seg_hidden, logits[:n], targets, logits[n:].view(*seg_hidden.shape[:2], -1)
+        return seg_hidden, logits[:n], targets, logits[n:].view(*seg_hidden.shape[:2], -1), motion_logits
 
     def segment(self, batch: ClipBatch, seg_embeddings: torch.Tensor):
         """Query frames in order through the SAM-2 decoder, each conditioned on the memory of earlier ones."""
@@ -113,10 +114,11 @@ class GLUS(nn.Module):
         return torch.stack(logits, 1), torch.stack(scores, 1)
 
     def forward(self, batch: ClipBatch) -> GLUSOutput:
-        seg_hidden, lm_logits, targets, seg_logits = self.language(batch)
+        seg_hidden, lm_logits, targets, seg_logits, motion_logits = self.language(batch)
         seg_embeddings = self.seg_prompts(seg_hidden)
         mask_logits, scores = self.segment(batch, seg_embeddings)
-        return GLUSOutput(mask_logits, seg_embeddings, seg_hidden, lm_logits, targets, scores, seg_logits)
+        return GLUSOutput(mask_logits, seg_embeddings, seg_hidden, lm_logits, targets, scores, seg_logits,
+                          motion_logits)
 
     # ---- losses -----------------------------------------------------------------------------------------
 
@@ -136,7 +138,7 @@ class GLUS(nn.Module):
             up = self.logits_at_size(logits[None], *gt.shape[-2:])[0]
             bce.append(bce_per_mask(up, gt))
             dice.append(dice_per_mask(up, gt))
-        language = self.language_losses(out.lm_logits, out.lm_targets, out.seg_logits, batch)
+        language = self.language_losses(out.lm_logits, out.lm_targets, out.seg_logits, batch, out.motion_logits)
         terms = {"ce": language["ce"], "bce": torch.cat(bce).mean(), "dice": torch.cat(dice).mean()}
         terms["loss"] = w.ce * terms["ce"] + w.bce * terms["bce"] + w.dice * terms["dice"]
         for name in ("expression", "motion"):
@@ -147,7 +149,8 @@ class GLUS(nn.Module):
             terms["motion_accuracy"] = language["motion_accuracy"]
         return terms
 
-    def language_losses(self, lm_logits, lm_targets, seg_logits, batch: ClipBatch) -> dict[str, torch.Tensor]:
+    def language_losses(self, lm_logits, lm_targets, seg_logits, batch: ClipBatch,
+                        motion_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """CE at the supervised token positions and, with a weight, the expression loss at the [SEG]-predicting
         positions (its targets: batch.expression_ids), and their weighted sum: all that the alignment stage
         trains."""
@@ -164,13 +167,15 @@ class GLUS(nn.Module):
             if batch.motion_targets is None:
                 raise ValueError("loss_weights.motion > 0 needs ClipBatch.motion_targets (data.init_args.clip."
                                  "object_motions: true)")
-            logits, targets = self.last_motion_logits.flatten(0, 2).float(), batch.motion_targets.flatten()
-            known = targets.to(logits.device) >= 0
+            logits = motion_logits.flatten(0, 2).float()
+            targets = batch.motion_targets.flatten().to(logits.device)
+            known = targets >= 0
             if bool(known.any()):
-                terms["motion"] = F.cross_entropy(logits[known], targets.to(logits.device)[known])
-                terms["motion_accuracy"] = (logits[known].argmax(-1) == targets.to(logits.device)[known]).float().mean().detach()
+                logits, targets = logits[known], targets[known]
+                terms["motion"] = F.cross_entropy(logits, targets)
+                terms["motion_accuracy"] = (logits.argmax(-1) == targets).float().mean().detach()
             else:  # no object under any token of the batch: a zero that keeps the graph
-                terms["motion"] = logits.sum() * 0
+                terms["motion"] = motion_logits.sum() * 0
             terms["loss"] = terms["loss"] + w.motion * terms["motion"]
         return terms
 
