@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -20,3 +21,12 @@ def synth_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     write_synthetic(root, seed=0, videos=8, progress=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a whole module (modules that compare outputs byte for byte or run subprocesses)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,12 +12,7 @@ from glus.transforms import clip_geometry, clip_input
 from tests.model_helpers import inference_setup
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_context_tokens_never_see_the_query_frames_and_windows_end_on_the_last_slot():
