@@ -22,6 +22,10 @@ MOTION_PHRASES = {
     "leaving": ("leaving the frame", "that moves out of view", "that disappears"),
 }
 MOTION_CLASSES = tuple(MOTION_PHRASES)  # the classes of the dense motion target (loss_weights.motion)
+# The dense target's classes with labels "object": an object in full, colour x shape x motion (the synthetic
+# occluder, a still grey bar, included)
+OBJECT_CLASSES = tuple((c, s, m) for c in (*COLOURS, "grey") for s in (*SHAPES, "bar") for m in MOTION_CLASSES)
+DENSE_LABELS = {"motion": MOTION_CLASSES, "object": OBJECT_CLASSES}
 PLURAL_MOTION = {
     "left": "moving left", "right": "moving right", "up": "moving up", "down": "moving down",
     "still": "that stay still", "speeding": "speeding up", "stopping": "that stop",

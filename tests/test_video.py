@@ -107,20 +107,24 @@ def test_mask_geometry_follows_the_frames_into_clip():
         assert covered.sum() > 100 and iou > 0.9, (resize, float(iou))
 
 
-def test_the_dataset_gives_each_object_its_mask_and_the_generators_motion(synth_root):
+@pytest.mark.parametrize("labels", ["motion", "object"])
+def test_the_dataset_gives_each_object_its_mask_and_the_generators_labels(synth_root, labels):
     from glus.data.cache import load_split
     from glus.data.clips import ClipDataset, ClipSpec
     from glus.data.synth.writer import make_video
+    from glus.vocabulary import DENSE_LABELS
 
     split = load_split(synth_root, "mevis/train")
-    spec = ClipSpec(clip_size=112, clip_resize="squash", sam_size=128, object_motions=True)
+    spec = ClipSpec(clip_size=112, clip_resize="squash", sam_size=128, object_motions=True, object_labels=labels)
     data = ClipDataset([split], [1.0], 8, spec, seed=0)
     checked = 0
     for i in range(4):
         item = data[i]
         vid = item["ids"][0][1]
         scene = make_video(0, "train", int(vid.split("_")[1])).scene  # the data of seed 0 (synth_root)
-        truth = {str(o.obj_id): MOTION_CLASSES.index(o.motion) for o in scene.objects}
+        classes = DENSE_LABELS[labels]
+        truth = {str(o.obj_id): classes.index(o.motion if labels == "motion" else (o.colour, o.shape, o.motion))
+                 for o in scene.objects}
         objects = data.motions[0][vid]
         assert item["object_masks"].shape == (8, len(objects), 112, 112)
         assert [truth[e.obj_ids[0]] for e, _ in objects] == item["object_motions"].tolist()

@@ -29,6 +29,9 @@ class ClipSpec:
     # ours, for the dense motion target (loss_weights.motion): every captioned object's mask in each CLIP frame,
     # at CLIP's geometry, with its motion class; synthetic data only (its captions name each object's motion)
     object_motions: bool = False
+    # what each object's class names: "motion" (its motion, 9 classes) or "object" (colour, shape and motion:
+    # the tokens then carry all the LLM must read to name a referred object)
+    object_labels: str = "motion"
 
 
 def load_frames(video, frame_ids) -> np.ndarray:
@@ -63,7 +66,7 @@ class ClipDataset(torch.utils.data.Dataset):
         for split, vids in zip(splits, self.videos):
             if not vids:
                 raise DataError(f"split {split.name} has no expression with ground truth", file=split.root)
-        self.motions = [object_motions(s) for s in splits] if spec.object_motions else None
+        self.motions = [object_motions(s, spec.object_labels) for s in splits] if spec.object_motions else None
 
     def __len__(self) -> int:
         return self.length
@@ -116,21 +119,26 @@ class ClipDataset(torch.utils.data.Dataset):
         return out > 0.5
 
 
-def object_motions(split: SplitIndex) -> dict[str, list[tuple]]:
-    """{video: [(a one-object expression of each captioned object, its motion class index)]} from the split's
-    captions (synthetic data); a DataError where the split has none."""
+def object_motions(split: SplitIndex, labels: str = "motion") -> dict[str, list[tuple]]:
+    """{video: [(a one-object expression of each captioned object, its class index)]} from the split's captions
+    (synthetic data); a DataError where the split has none. labels: "motion" (`MOTION_CLASSES`) or "object"
+    (`OBJECT_CLASSES`: colour, shape and motion)."""
     from pathlib import Path
 
     from glus.data.synth.language import caption_motion, expression_captions
-    from glus.vocabulary import MOTION_CLASSES
+    from glus.vocabulary import DENSE_LABELS
 
+    if labels not in DENSE_LABELS:
+        raise ValueError(f"data.init_args.clip.object_labels {labels!r}: use one of {sorted(DENSE_LABELS)}")
     meta = Path(split.root) / split.name.split("/")[-1] / "meta_expressions.json"
     captions = expression_captions(meta)
     out: dict[str, dict[str, tuple]] = {}
     for e in split.expressions:
-        motion = caption_motion(captions.get((e.video, e.exp_id), ""))
+        text = captions.get((e.video, e.exp_id), "")
+        motion = caption_motion(text)
         if motion is not None and len(e.obj_ids) == 1:
-            out.setdefault(e.video, {}).setdefault(e.obj_ids[0], (e, MOTION_CLASSES.index(motion)))
+            label = motion if labels == "motion" else (*text.split()[1:3], motion)  # "the red circle ..."
+            out.setdefault(e.video, {}).setdefault(e.obj_ids[0], (e, DENSE_LABELS[labels].index(label)))
     if not out:
         raise DataError(f"split {split.name} has no one-object captions to read motions from", file=meta,
                         fix="regenerate the synthetic data with `glus data synth`, or set data.init_args.clip."

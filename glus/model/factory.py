@@ -146,7 +146,8 @@ class TinyGLUSBuilder:
                  segmenter: dict | None = None, memory: dict | str | None = None, loss_weights: dict | None = None,
                  seg_projection_gain: float = 1.0, template: str = "published", clip_resize: str = "crop",
                  segmenter_init: str | None = None, mllm_init: str | None = None, llm_layers: int = 2,
-                 clip_positions: float | None = None, video_layers: int = 0, video_slots: int = 8):
+                 clip_positions: float | None = None, video_layers: int = 0, video_slots: int = 8,
+                 dense_labels: str = "motion"):
         """segmenter_init: a plain VOS export (the promptable pretraining, recipes/pretrain/segmenter_synthetic.yaml)
         whose segmenter tensors (SAM-2 and the memory, which must be configured alike) start this model's: what a
         pretrained SAM-2 gives the real model. mllm_init: a GLUS export of the alignment stage
@@ -154,7 +155,8 @@ class TinyGLUSBuilder:
         starts this model's: what LLaVA gives the real one. llm_layers: the tiny LLaMA's depth. clip_positions: the
         norm of a 2-D sine code that starts the tiny CLIP's position embeddings (`sine_clip_positions`; None:
         CLIP's random init). video_layers: a video projector (`glus.model.mllm.video`, ours) of that many layers
-        between the projector and the LLM, with video_slots frame slots; 0: none, as published.
+        between the projector and the LLM, with video_slots frame slots; 0: none, as published. dense_labels: the
+        classes of the dense target (loss_weights.motion): "motion" or "object" (`glus.vocabulary.DENSE_LABELS`).
 
         seg_projection_gain scales the initial last layer of the [SEG] projection. Its default init gives
         prompts of norm ~1.4, against ~6-7 for the tiny decoder's own tokens and point prompts; a decoder trained
@@ -172,6 +174,11 @@ class TinyGLUSBuilder:
         self.seg_projection_gain = seg_projection_gain
         self.segmenter_init, self.mllm_init, self.llm_layers = segmenter_init, mllm_init, llm_layers
         self.clip_positions = clip_positions
+        from glus.vocabulary import DENSE_LABELS
+
+        if dense_labels not in DENSE_LABELS:
+            raise ValueError(f"dense_labels {dense_labels!r}: use one of {sorted(DENSE_LABELS)}")
+        self.dense_labels = dense_labels
 
     def required_paths(self) -> list[tuple[str, str]]:
         stages = [(self.segmenter_init, "segmenter_synthetic.yaml"), (self.mllm_init, "mllm_synthetic.yaml")]
@@ -191,10 +198,11 @@ class TinyGLUSBuilder:
                           new_token_ids=tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS)))
         torch.manual_seed(self.seed + 1)
         segmenter = SAM2Segmenter(self.sam_config, memory=self.memory, **self.segmenter)
-        from glus.vocabulary import MOTION_CLASSES
+        from glus.vocabulary import DENSE_LABELS
 
+        classes = len(DENSE_LABELS[self.dense_labels]) if self.loss_weights.motion else 0
         model = GLUS(mllm, segmenter, self.loss_weights, seg_projection_gain=self.seg_projection_gain,
-                     template=self.template, motion_classes=len(MOTION_CLASSES) if self.loss_weights.motion else 0)
+                     template=self.template, motion_classes=classes)
         from glus.model.load import copy_adapter, copy_heads
 
         if self.segmenter_init:

@@ -180,7 +180,11 @@ class GLUSModule(TrainingBase):
         expected = {"clip_size": mllm.vision_tower.config.image_size, "clip_resize": mllm.config.clip_resize,
                     "sam_size": seg.image_size, "num_context": hp.num_context, "num_query": hp.num_query}
         if self.model.loss_weights.motion > 0:
+            from glus.vocabulary import DENSE_LABELS
+
+            classes = {len(v): k for k, v in DENSE_LABELS.items()}
             expected["object_motions"] = True
+            expected["object_labels"] = classes[self.model.motion_head.out_features]
         wrong = {k: (getattr(spec, k), v) for k, v in expected.items() if getattr(spec, k) != v}
         if wrong:
             from glus.errors import GlusError
