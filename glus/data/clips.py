@@ -109,14 +109,18 @@ class ClipDataset(torch.utils.data.Dataset):
         return {"object_masks": masks, "object_motions": torch.tensor([m for _, m in objects])}
 
     def _resize_masks(self, masks_EQHW: torch.Tensor) -> torch.Tensor:
-        size = self.spec.mask_size
-        h, w = masks_EQHW.shape[-2:]
-        if size is None or max(h, w) <= size:
-            return masks_EQHW
-        scale = size / max(h, w)
-        out = torch.nn.functional.interpolate(masks_EQHW.float(), size=(round(h * scale), round(w * scale)),
-                                              mode="nearest")
-        return out > 0.5
+        return resize_masks(masks_EQHW, self.spec.mask_size)
+
+
+def resize_masks(masks_EQHW: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Supervised masks at `ClipSpec.mask_size` (longest side; None or smaller masks: as they are)."""
+    h, w = masks_EQHW.shape[-2:]
+    if size is None or max(h, w) <= size:
+        return masks_EQHW
+    scale = size / max(h, w)
+    out = torch.nn.functional.interpolate(masks_EQHW.float(), size=(round(h * scale), round(w * scale)),
+                                          mode="nearest")
+    return out > 0.5
 
 
 def object_motions(split: SplitIndex, labels: str = "motion") -> dict[str, list[tuple]]:
@@ -150,6 +154,8 @@ def collate_clips(items: list[dict]) -> dict:
     """Videos stacked; expressions flattened with the index of their video; masks kept per expression (videos
     of one batch may differ in size); object masks and motions, where asked for, kept per video."""
     extra = {k: [it[k] for it in items] for k in ("object_masks", "object_motions") if k in items[0]}
+    if "captions" in items[0]:  # streamed synthetic clips carry their captions (glus.data.synth.stream)
+        extra["captions"] = [c for it in items for c in it["captions"]]
     return {**extra,
         "clip": torch.stack([it["clip"] for it in items]),
         "sam": torch.stack([it["sam"] for it in items]),

@@ -73,3 +73,21 @@ class GLUSDataModule(L.LightningDataModule):
         return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler,
                           collate_fn=self.collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, multiprocessing_context="fork" if self.num_workers else None)
+
+
+class StreamedSynthDataModule(GLUSDataModule):
+    """Training clips of synthetic scenes drawn on demand, each sample a new scene (glus.data.synth.stream):
+    for the alignment stages of the embedded default, where the 256 written training videos are learnt by heart.
+    No validation split: the stages are measured with `glus naming-probe` on the written valid_u."""
+    streamed = True  # GLUSModule: the samples carry their captions
+
+    def __init__(self, batch_size: int = 2, global_batch: int | None = None, steps_per_epoch: int = 100,
+                 num_workers: int = 2, seed: int = 0, data_seed: int = 0, clip: ClipSpec | None = None):
+        super().__init__("", {}, batch_size, global_batch, steps_per_epoch, num_workers, seed, clip=clip)
+        self.data_seed = data_seed
+
+    def setup(self, stage: str | None = None) -> None:
+        from glus.data.synth.stream import StreamedClipDataset
+
+        if self.dataset is None:
+            self.dataset = StreamedClipDataset(self.total_samples(), self.clip, self.seed, self.data_seed)

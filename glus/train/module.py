@@ -95,7 +95,9 @@ class GLUSModule(TrainingBase):
     def loss_targets(self, batch: dict, texts: list[str]) -> torch.Tensor:
         """Token ids the expression loss asks the [SEG] states to name: (E, T), or (E, Q, T) when grounded."""
         target = self.hparams.expression_target
-        if target != "expression":
+        if target != "expression" and "captions" in batch:  # streamed clips carry theirs
+            texts = batch["captions"]
+        elif target != "expression":
             texts = [self.captions.get(key[:3], text) for key, text in zip(batch["ids"], texts)]
         if target != "grounded":
             return pad_right([self.prompts.expression_tokens(t) for t in texts], IGNORE_INDEX)[0]
@@ -174,7 +176,7 @@ class GLUSModule(TrainingBase):
         spec = getattr(datamodule, "clip", None)
         if spec is None:
             return
-        if self.hparams.expression_target != "expression":
+        if self.hparams.expression_target != "expression" and not getattr(datamodule, "streamed", False):
             self.captions = read_captions(datamodule, self.hparams.expression_target)
         hp, mllm, seg = self.hparams, self.model.mllm, self.model.segmenter
         expected = {"clip_size": mllm.vision_tower.config.image_size, "clip_resize": mllm.config.clip_resize,

@@ -21,7 +21,7 @@ from glus.data.synth.scene import Scene, make_scene
 from glus.io import atomic_write_json
 
 WIDTH, HEIGHT = 160, 120
-SPLIT_SALT = {"train": 0, "valid_u": 1, "valid": 2, "test": 3}
+SPLIT_SALT = {"train": 0, "valid_u": 1, "valid": 2, "test": 3, "stream": 4}  # stream: never written
 
 
 @dataclass(eq=False)

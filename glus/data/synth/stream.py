@@ -1,0 +1,85 @@
+"""Synthetic training clips drawn on demand: every sample is a new scene, never one of the written splits.
+
+The written training split holds 256 videos (`make synth`), few enough that a model can learn which object each
+of its 664 motion-only expressions refers to by heart: after the 8000-step motion stage, the `[SEG]` named the
+object of 64 % of the training split's motion-only expressions and 12 % of valid_u's (README, "The embedded
+default"). The motion probe, whose scenes never repeat, learnt the same retrieval after ~50,000 scenes. This
+dataset gives a training stage that regime: sample i is video i of the generator's "stream" split (its own seed
+salt, so no scene of train, valid_u or valid comes back), drawn with the written data's JPEG round trip and cut
+into a clip exactly as `ClipDataset` cuts a written video. Sample i is a pure function of (data_seed, seed, i).
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from glus.data.clips import ClipSpec, resize_masks
+from glus.data.samplers import query_frames, rng_for, train_context_frames
+from glus.data.synth.writer import make_video
+from glus.transforms import clip_geometry, clip_input, sam_input
+from glus.vocabulary import DENSE_LABELS
+
+SPLIT = "synthetic/stream"  # the split name the samples' ids carry
+
+
+def jpeg_round_trip(frame: np.ndarray, quality: int = 95) -> np.ndarray:
+    """The frame as the written data stores it (`write_mevis_split`: JPEG, quality 95)."""
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
+    with Image.open(buffer) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+class StreamedClipDataset(torch.utils.data.Dataset):
+    """The items of `ClipDataset` (same keys, same sampling of frames and expressions) plus "captions": the
+    referred objects in full, which the caption and grounded expression targets read."""
+
+    def __init__(self, length: int, spec: ClipSpec, seed: int = 0, data_seed: int = 0):
+        self.length, self.spec, self.seed, self.data_seed = length, spec, seed, data_seed
+        if spec.object_motions and spec.object_labels not in DENSE_LABELS:
+            raise ValueError(f"data.init_args.clip.object_labels {spec.object_labels!r}: use one of "
+                             f"{sorted(DENSE_LABELS)}")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        video = make_video(self.data_seed, "stream", i)
+        rng = rng_for(self.seed, i)
+        refs = [r for r in video.referrals if r.obj_ids]
+        chosen = rng.choice(len(refs), size=min(self.spec.max_expressions, len(refs)), replace=False)
+        n = len(video.frames)
+        ctx = train_context_frames(n, self.spec.num_context, rng)
+        query = query_frames(n, self.spec.num_query, rng)
+        frames = np.stack([jpeg_round_trip(video.frames[f]) for f in ctx + query])
+        masks = torch.stack([torch.from_numpy(self._union(video, refs[c].obj_ids, query)) for c in chosen])
+        extra = self._object_masks(video, ctx + query) if self.spec.object_motions else {}
+        return {**extra,
+            "clip": clip_input(frames, self.spec.clip_size, self.spec.clip_resize),
+            "sam": sam_input(frames[len(ctx):], self.spec.sam_size),
+            "texts": [refs[c].text for c in chosen],
+            "captions": [refs[c].caption for c in chosen],
+            "masks": resize_masks(masks, self.spec.mask_size),
+            "ids": [(SPLIT, video.vid, str(c), tuple(sorted(refs[c].obj_ids))) for c in chosen],
+            "frames": query,
+            "index": i,
+        }
+
+    @staticmethod
+    def _union(video, obj_ids, frames) -> np.ndarray:
+        """bool (T, H, W): the referred objects in each frame (label maps hold obj_id + 1)."""
+        ids = [o + 1 for o in obj_ids]
+        return np.stack([np.isin(video.labels[f], ids) for f in frames])
+
+    def _object_masks(self, video, frames: list[int]) -> dict:
+        """As `ClipDataset._object_masks`, for every object of the scene (the still grey bar included)."""
+        objects = video.scene.objects
+        masks = np.stack([self._union(video, [o.obj_id], frames) for o in objects], 1)  # (F, O, H, W)
+        masks = clip_geometry(torch.from_numpy(masks).float(), self.spec.clip_size, self.spec.clip_resize)
+        classes = DENSE_LABELS[self.spec.object_labels]
+        labels = [classes.index(o.motion if self.spec.object_labels == "motion" else (o.colour, o.shape, o.motion))
+                  for o in objects]
+        return {"object_masks": masks, "object_motions": torch.tensor(labels)}
