@@ -78,3 +78,11 @@ def test_the_streamed_motion_stage_trains_on_the_samples_captions(tmp_path):
     assert batch["captions"] != batch["texts"]
     with pytest.raises(ValueError, match="object_labels"):
         StreamedClipDataset(2, ClipSpec(object_motions=True, object_labels="colour"))
+
+
+def test_the_stream_overlay_keeps_the_defaults_clips_and_sampling():
+    default = yaml.safe_load((ROOT / "recipes" / "synthetic.yaml").read_text())["data"]["init_args"]
+    stream = yaml.safe_load((ROOT / "recipes" / "data" / "synthetic_stream.yaml").read_text())["data"]["init_args"]
+    assert stream["clip"] == default["clip"]
+    assert {k: stream[k] for k in ("batch_size", "steps_per_epoch", "seed")} == {
+        k: default[k] for k in ("batch_size", "steps_per_epoch", "seed")}

@@ -22,7 +22,7 @@ from glus.data.synth.writer import make_video
 from glus.transforms import clip_geometry, clip_input, sam_input
 from glus.vocabulary import DENSE_LABELS
 
-SPLIT = "synthetic/stream"  # the split name the samples' ids carry
+SPLIT = "mevis/stream"  # the split name the samples' ids carry (MeViS-like: the contrastive loss takes them)
 
 
 def jpeg_round_trip(frame: np.ndarray, quality: int = 95) -> np.ndarray:
