@@ -86,3 +86,17 @@ def test_the_stream_overlay_keeps_the_defaults_clips_and_sampling():
     assert stream["clip"] == default["clip"]
     assert {k: stream[k] for k in ("batch_size", "steps_per_epoch", "seed")} == {
         k: default[k] for k in ("batch_size", "steps_per_epoch", "seed")}
+
+
+def test_first_kinds_fill_each_clip_with_that_kind_before_the_others():
+    spec = ClipSpec(clip_size=112, clip_resize="squash", sam_size=128, max_expressions=3)
+    plain, motion_first = StreamedClipDataset(64, spec), StreamedClipDataset(64, spec, first_kinds=("motion",))
+    more = 0
+    for i in range(12):
+        video = make_video(0, "stream", i)
+        kinds = {r.text: r.kind for r in video.referrals}
+        n_motion = sum(k == "motion" for k in kinds.values())
+        got = [kinds[t] for t in motion_first[i]["texts"]]
+        assert got.count("motion") == min(n_motion, 3) and got[:got.count("motion")] == ["motion"] * got.count("motion")
+        more += got.count("motion") - [kinds[t] for t in plain[i]["texts"]].count("motion")
+    assert more > 0

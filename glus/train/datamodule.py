@@ -82,12 +82,16 @@ class StreamedSynthDataModule(GLUSDataModule):
     streamed = True  # GLUSModule: the samples carry their captions
 
     def __init__(self, batch_size: int = 2, global_batch: int | None = None, steps_per_epoch: int = 100,
-                 num_workers: int = 2, seed: int = 0, data_seed: int = 0, clip: ClipSpec | None = None):
+                 num_workers: int = 2, seed: int = 0, data_seed: int = 0, clip: ClipSpec | None = None,
+                 first_kinds: tuple[str, ...] = ()):
+        """data_seed: the generator's seed (the written data's is 0; the stream's scenes are never among them).
+        first_kinds: expression kinds each clip takes before the others (`StreamedClipDataset`)."""
         super().__init__("", {}, batch_size, global_batch, steps_per_epoch, num_workers, seed, clip=clip)
-        self.data_seed = data_seed
+        self.data_seed, self.first_kinds = data_seed, tuple(first_kinds)
 
     def setup(self, stage: str | None = None) -> None:
         from glus.data.synth.stream import StreamedClipDataset
 
         if self.dataset is None:
-            self.dataset = StreamedClipDataset(self.total_samples(), self.clip, self.seed, self.data_seed)
+            self.dataset = StreamedClipDataset(self.total_samples(), self.clip, self.seed, self.data_seed,
+                                               self.first_kinds)
