@@ -192,3 +192,20 @@ def test_motion_loss_is_the_cross_entropy_of_the_labelled_tokens_and_trains_the_
     batch.motion_targets = None
     with pytest.raises(ValueError, match="object_motions"):
         model.losses(model(batch), batch)
+
+
+def test_sine_init_gives_places_a_grid_code_and_slots_an_order():
+    """video_init "sine": places of one row share the code's y half, of one column its x half; neighbouring
+    places are closer than far ones; both tables start at the random init's norm."""
+    from glus.model.mllm.video import VideoProjector
+
+    v = VideoProjector(64, 1, 8, 64, init="sine")
+    grid = v.place.weight.detach().view(8, 8, 64)
+    assert torch.equal(grid[2, 0, :32], grid[2, 7, :32]) and torch.equal(grid[0, 5, 32:], grid[7, 5, 32:])
+    assert (grid[3, 3] - grid[3, 4]).norm() < (grid[3, 3] - grid[3, 7]).norm()
+    slots = v.frame.weight.detach()
+    assert (slots[0] - slots[1]).norm() < (slots[0] - slots[7]).norm()
+    for table in (v.place.weight, v.frame.weight):
+        torch.testing.assert_close(table.norm(dim=1).mean(), torch.tensor(0.5 * 64 ** 0.5))
+    with pytest.raises(ValueError, match="sine"):
+        VideoProjector(64, 1, 8, 64, init="zeros")

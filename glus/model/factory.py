@@ -147,7 +147,7 @@ class TinyGLUSBuilder:
                  seg_projection_gain: float = 1.0, template: str = "published", clip_resize: str = "crop",
                  segmenter_init: str | None = None, mllm_init: str | None = None, llm_layers: int = 2,
                  clip_positions: float | None = None, video_layers: int = 0, video_slots: int = 8,
-                 dense_labels: str = "motion"):
+                 dense_labels: str = "motion", video_init: str = "random"):
         """segmenter_init: a plain VOS export (the promptable pretraining, recipes/pretrain/segmenter_synthetic.yaml)
         whose segmenter tensors (SAM-2 and the memory, which must be configured alike) start this model's: what a
         pretrained SAM-2 gives the real model. mllm_init: a GLUS export of the alignment stage
@@ -157,6 +157,7 @@ class TinyGLUSBuilder:
         CLIP's random init). video_layers: a video projector (`glus.model.mllm.video`, ours) of that many layers
         between the projector and the LLM, with video_slots frame slots; 0: none, as published. dense_labels: the
         classes of the dense target (loss_weights.motion): "motion" or "object" (`glus.vocabulary.DENSE_LABELS`).
+        video_init: how the video projector's slot and place embeddings start ("random" or "sine").
 
         seg_projection_gain scales the initial last layer of the [SEG] projection. Its default init gives
         prompts of norm ~1.4, against ~6-7 for the tiny decoder's own tokens and point prompts; a decoder trained
@@ -164,7 +165,7 @@ class TinyGLUSBuilder:
         recipe uses 5)."""
         self.seed, self.label_mode = seed, label_mode
         self.vl = VisionLanguageConfig(pooling=pooling, pool=pool, clip_resize=clip_resize, video_layers=video_layers,
-                                       video_slots=video_slots)
+                                       video_slots=video_slots, video_init=video_init)
         self.memory, self.template = memory, template
         self.clip_image_size, self.train_vision_tower = clip_image_size, train_vision_tower
         self.lora, self.embeddings, self.train_language_model = lora, embeddings, train_language_model

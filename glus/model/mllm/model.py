@@ -26,6 +26,7 @@ class VisionLanguageConfig:
     clip_resize: str = "crop"       # "crop": shortest side + centre crop (published); "squash": whole frame
     video_layers: int = 0           # ours: a video projector's layers over all frames' tokens (0: none, published)
     video_slots: int = 8            # its frame slots: at least num_context + num_query
+    video_init: str = "random"      # its slot and place embeddings' start: "random" or "sine" (VideoProjector)
 
 
 def build_projector(kind: str, vision_dim: int, lm_dim: int) -> nn.Sequential:
@@ -66,7 +67,7 @@ class MultimodalLM(nn.Module):
         self.video_projector = None
         if config.video_layers:  # at CLIP's patch resolution: pooling would blur how far an object moved
             self.video_projector = VideoProjector(self.lm_config.hidden_size, config.video_layers, config.video_slots,
-                                                  self.patches_per_frame())
+                                                  self.patches_per_frame(), init=config.video_init)
         vision_tower.requires_grad_(train_vision_tower)
 
     @property

@@ -14,10 +14,24 @@ import torch
 from torch import nn
 
 
+def sine_code(dim: int, height: int, width: int, norm: float, temperature: float = 20.0) -> torch.Tensor:
+    """(height * width, dim) SAM-2's 2-D sine position code of a grid in raster order, scaled to mean norm `norm`
+    (the low temperature spreads a small code's frequencies over a few cells, as `sine_clip_positions`)."""
+    from sam2.modeling.position_encoding import PositionEmbeddingSine
+
+    code = PositionEmbeddingSine(dim, temperature=temperature)(torch.zeros(1, dim, height, width))[0].flatten(1).T
+    return code * (norm / code.norm(dim=1).mean())
+
+
 class VideoProjector(nn.Module):
     def __init__(self, dim: int, layers: int, slots: int, places: int, heads: int = 4,
-                 embedding_std: float = 0.5):
+                 embedding_std: float = 0.5, init: str = "random"):
+        """init: how the frame-slot and place embeddings start: "random" (normal) or "sine" (a 2-D sine code of
+        each place on the patch grid and a 1-D one of the slot, at the same norm, so that where a token lies and
+        which way it went are linear readouts from the start; both train)."""
         super().__init__()
+        if init not in ("random", "sine"):
+            raise ValueError(f"video projector init {init!r}: use 'random' or 'sine'")
         layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.slots = slots
@@ -26,6 +40,11 @@ class VideoProjector(nn.Module):
         with torch.no_grad():  # at the scale of the projected visual tokens, as the tiny LM's word embeddings
             self.frame.weight.normal_(0.0, embedding_std)
             self.place.weight.normal_(0.0, embedding_std)
+            if init == "sine":
+                side = round(places ** 0.5)
+                norm = embedding_std * dim ** 0.5
+                self.place.weight.copy_(sine_code(dim, side, side, norm))
+                self.frame.weight.copy_(sine_code(dim, 1, slots, norm))
 
     def frame_slots(self, num_frames: int, num_context: int) -> list[int]:
         queries = num_frames - num_context
