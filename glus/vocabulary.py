@@ -26,6 +26,11 @@ MOTION_CLASSES = tuple(MOTION_PHRASES)  # the classes of the dense motion target
 # occluder, a still grey bar, included)
 OBJECT_CLASSES = tuple((c, s, m) for c in (*COLOURS, "grey") for s in (*SHAPES, "bar") for m in MOTION_CLASSES)
 DENSE_LABELS = {"motion": MOTION_CLASSES, "object": OBJECT_CLASSES}
+
+
+def dense_class(labels: str, colour: str, shape: str, motion: str) -> int:
+    """An object's class index in DENSE_LABELS[labels] ("motion": its motion; "object": all three)."""
+    return DENSE_LABELS[labels].index(motion if labels == "motion" else (colour, shape, motion))
 PLURAL_MOTION = {
     "left": "moving left", "right": "moving right", "up": "moving up", "down": "moving down",
     "still": "that stay still", "speeding": "speeding up", "stopping": "that stop",

@@ -130,7 +130,7 @@ def object_motions(split: SplitIndex, labels: str = "motion") -> dict[str, list[
     from pathlib import Path
 
     from glus.data.synth.language import caption_motion, expression_captions
-    from glus.vocabulary import DENSE_LABELS
+    from glus.vocabulary import DENSE_LABELS, dense_class
 
     if labels not in DENSE_LABELS:
         raise ValueError(f"data.init_args.clip.object_labels {labels!r}: use one of {sorted(DENSE_LABELS)}")
@@ -141,8 +141,8 @@ def object_motions(split: SplitIndex, labels: str = "motion") -> dict[str, list[
         text = captions.get((e.video, e.exp_id), "")
         motion = caption_motion(text)
         if motion is not None and len(e.obj_ids) == 1:
-            label = motion if labels == "motion" else (*text.split()[1:3], motion)  # "the red circle ..."
-            out.setdefault(e.video, {}).setdefault(e.obj_ids[0], (e, DENSE_LABELS[labels].index(label)))
+            colour, shape = text.split()[1:3]  # "the red circle ..."
+            out.setdefault(e.video, {}).setdefault(e.obj_ids[0], (e, dense_class(labels, colour, shape, motion)))
     if not out:
         raise DataError(f"split {split.name} has no one-object captions to read motions from", file=meta,
                         fix="regenerate the synthetic data with `glus data synth`, or set data.init_args.clip."

@@ -51,14 +51,12 @@ def sine_clip_positions(vision: CLIPVisionModel, norm: float, temperature: float
     cannot see which way an object moves; a pretrained CLIP's positions are strong. The low temperature spreads
     the few frequencies of a 32-channel code over an 8x8 grid. Measured on the synthetic default it does not
     make motion perceivable (README, "The embedded default"), so recipes leave it off."""
-    from sam2.modeling.position_encoding import PositionEmbeddingSine
+    from glus.model.mllm.video import sine_code
 
     table = vision.embeddings.position_embedding.weight
-    dim, side = table.size(1), vision.config.image_size // vision.config.patch_size
-    code = PositionEmbeddingSine(dim, temperature=temperature)(torch.zeros(1, dim, side, side))
-    code = code[0].flatten(1).T  # (side * side, dim), raster order like CLIP's patches
+    side = vision.config.image_size // vision.config.patch_size
     with torch.no_grad():
-        table[1:] = code * (norm / code.norm(dim=1).mean())
+        table[1:] = sine_code(table.size(1), side, side, norm, temperature)
 
 
 def tiny_mllm(tokenizer=None, vl: VisionLanguageConfig | None = None, seed: int = 0) -> tuple[MultimodalLM, object]:

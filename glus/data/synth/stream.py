@@ -20,7 +20,7 @@ from glus.data.clips import ClipSpec, resize_masks
 from glus.data.samplers import query_frames, rng_for, train_context_frames
 from glus.data.synth.writer import make_video
 from glus.transforms import clip_geometry, clip_input, sam_input
-from glus.vocabulary import DENSE_LABELS
+from glus.vocabulary import DENSE_LABELS, dense_class
 
 SPLIT = "mevis/stream"  # the split name the samples' ids carry (MeViS-like: the contrastive loss takes them)
 
@@ -56,7 +56,7 @@ class StreamedClipDataset(torch.utils.data.Dataset):
         rng = rng_for(self.seed, i)
         refs = [r for r in video.referrals if r.obj_ids]
         chosen = rng.choice(len(refs), size=min(self.spec.max_expressions, len(refs)), replace=False)
-        if self.first_kinds:  # the same draw, reordered so that the preferred kinds come first, then cut
+        if self.first_kinds:  # the uniform draw sets how many; a permutation sorted preferred-first says which
             order = rng.permutation(len(refs))
             chosen = sorted(order, key=lambda c: refs[c].kind not in self.first_kinds)[:len(chosen)]
         n = len(video.frames)
@@ -87,7 +87,5 @@ class StreamedClipDataset(torch.utils.data.Dataset):
         objects = video.scene.objects
         masks = np.stack([self._union(video, [o.obj_id], frames) for o in objects], 1)  # (F, O, H, W)
         masks = clip_geometry(torch.from_numpy(masks).float(), self.spec.clip_size, self.spec.clip_resize)
-        classes = DENSE_LABELS[self.spec.object_labels]
-        labels = [classes.index(o.motion if self.spec.object_labels == "motion" else (o.colour, o.shape, o.motion))
-                  for o in objects]
+        labels = [dense_class(self.spec.object_labels, o.colour, o.shape, o.motion) for o in objects]
         return {"object_masks": masks, "object_motions": torch.tensor(labels)}
