@@ -41,4 +41,12 @@ def test_shares_per_kind_match_the_captions_of_a_model_that_always_says_red_circ
         cases = [c for k, c in single.items() if kinds[k] == kind]
         assert report[kind]["count"] == len(cases)
         assert report[kind]["named"] == pytest.approx(sum(c.startswith("the red circle") for c in cases) / len(cases))
+    # "in_video": a red circle is some object of the video; chance: the video's named objects over 18
+    videos = {}
+    for (vid, _), caption in single.items():
+        videos.setdefault(vid, set()).add(tuple(caption.split()[1:3]))
+    for kind in set(kinds[k] for k in single):
+        cases = [vid for (vid, e), _ in single.items() if kinds[(vid, e)] == kind]
+        assert report[kind]["in_video"] == pytest.approx(sum(("red", "circle") in videos[v] for v in cases) / len(cases))
+        assert report[kind]["chance"] == pytest.approx(sum(len(videos[v]) / 18 for v in cases) / len(cases))
     assert any(0 < row["named"] < 1 for row in report.values())

@@ -96,7 +96,7 @@ def _naming_probe(args) -> int:
     report = naming_accuracy(model, tokenizer, prompts, index, args.root, args.data, num_context)
     for kind, row in report.items():
         print(f"{kind}: the [SEG] names the object for {row['named']:.2f} of {row['count']} expressions "
-              "(chance 1 in 18)")
+              f"(chance 1 in 18), an object of the video for {row['in_video']:.2f} (chance {row['chance']:.2f})")
     if args.out:
         atomic_write_json(args.out, {"ckpt": str(args.ckpt), "split": args.data, "by_kind": report})
         print(f"-> {args.out}")

@@ -31,16 +31,21 @@ def word_ids(tokenizer, words) -> list[int]:
 @torch.no_grad()
 def naming_accuracy(model, tokenizer, prompts, index, root: str | Path, split: str, num_context: int = 4,
                     num_query: int = 4, max_expressions: int | None = None) -> dict:
-    """{kind: {"named": share of one-object expressions whose colour and shape both rank first, "count": n}}."""
+    """{kind: {"named": share of one-object expressions whose colour and shape both rank first, "in_video": share
+    whose first colour and shape are those of some object of the video (the referred one or another), "chance":
+    the mean share of the 6 x 3 names that belong to an object of the video, "count": n}}. A model that reads
+    the video but not which object the expression means names an object of the video ("in_video" above
+    "chance") without naming the right one."""
     meta = Path(root) / split / "meta_expressions.json"
     captions, kinds = expression_captions(meta), expression_kinds(meta)
     colour_ids, shape_ids = word_ids(tokenizer, list(COLOURS)), word_ids(tokenizer, list(SHAPES))
-    hits, counts = defaultdict(int), defaultdict(int)
+    hits, present, chance, counts = defaultdict(int), defaultdict(int), defaultdict(float), defaultdict(int)
     model.eval()
     for vid, exprs in index.by_video().items():
         exprs = [e for e in exprs if len(e.obj_ids) == 1 and (vid, e.exp_id) in captions]
         if not exprs:
             continue
+        names = {tuple(captions[(vid, e.exp_id)].split()[1:3]) for e in exprs}  # the video's named objects
         video, n = index.videos[vid], len(index.videos[vid].frames)
         start = max(0, min(n - num_query, n // 2 - num_query // 2))
         query = [min(start + q, n - 1) for q in range(num_query)]
@@ -60,6 +65,9 @@ def naming_accuracy(model, tokenizer, prompts, index, root: str | Path, split: s
             kind = kinds.get((vid, e.exp_id), "?")
             counts[kind] += 1
             hits[kind] += int(words[1] == c and words[2] == s)  # "the {colour} {shape} ..."
+            present[kind] += int((c, s) in names)
+            chance[kind] += len(names) / (len(COLOURS) * len(SHAPES))
         if max_expressions and sum(counts.values()) >= max_expressions:
             break
-    return {k: {"named": hits[k] / counts[k], "count": counts[k]} for k in sorted(counts)}
+    return {k: {"named": hits[k] / counts[k], "in_video": present[k] / counts[k], "chance": chance[k] / counts[k],
+                "count": counts[k]} for k in sorted(counts)}
