@@ -50,3 +50,35 @@ def test_shares_per_kind_match_the_captions_of_a_model_that_always_says_red_circ
         assert report[kind]["in_video"] == pytest.approx(sum(("red", "circle") in videos[v] for v in cases) / len(cases))
         assert report[kind]["chance"] == pytest.approx(sum(len(videos[v]) / 18 for v in cases) / len(cases))
     assert any(0 < row["named"] < 1 for row in report.values())
+
+
+def test_attention_split_by_hand():
+    from glus.eval.attention_probe import attention_split
+
+    # 2 heads over 6 key positions, of which 1-4 are visual slots owned by objects 0, 1, background, 0
+    attention = torch.tensor([[0.5, 0.1, 0.1, 0.1, 0.1, 0.1], [0.0, 0.3, 0.1, 0.0, 0.2, 0.4]])
+    slots = torch.tensor([False, True, True, True, True, False])
+    owners = torch.tensor([0, 1, -1, 0])
+    # mean over heads on the slots: 0.2, 0.1, 0.05, 0.15 (sum 0.5) -> referred (0) 0.7, other 0.2, background 0.1
+    assert attention_split(attention, slots, owners, 0).tolist() == pytest.approx([0.7, 0.2, 0.1])
+    assert attention_split(attention, slots, owners, 1).tolist() == pytest.approx([0.2, 0.7, 0.1])
+
+
+def test_seg_attention_covers_each_one_object_expression_once_per_layer(tmp_path, synth_root):
+    from glus.eval.attention_probe import seg_attention
+
+    torch.set_num_threads(1)
+    args = {"seed": 0, "clip_image_size": 112, "sam_image_size": 128, "clip_resize": "squash", "llm_layers": 2}
+    model, tokenizer, _ = load_export(export_untrained(tmp_path / "plain", args))
+    prompts = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(), num_context=4)
+    index = load_split(synth_root, SPLIT)
+    report = seg_attention(model, prompts, index, synth_root, SPLIT, 112, "squash")
+    kinds = expression_kinds(synth_root / SPLIT / "meta_expressions.json")
+    single = [e for e in index.expressions if len(e.obj_ids) == 1]
+    assert {k: r["count"] for k, r in report.items()} == {
+        k: sum(kinds[(e.video, e.exp_id)] == k for e in single) for k in report}
+    for row in report.values():
+        assert len(row["attention"]) == 2 and sum(row["share"].values()) == pytest.approx(1.0)
+        assert 0 < row["share"]["referred"] < 0.5
+        for layer in row["attention"]:
+            assert sum(layer.values()) == pytest.approx(1.0)

@@ -103,6 +103,35 @@ def _naming_probe(args) -> int:
     return 0
 
 
+def _attention_probe(args) -> int:
+    from glus.data.cache import load_split
+    from glus.eval.attention_probe import seg_attention
+    from glus.io import atomic_write_json
+    from glus.model.load import load_export
+    from glus.model.mllm import PromptBuilder
+
+    model, tokenizer, recipe = load_export(args.ckpt)
+    init = recipe["model"]["init_args"]
+    builder = init["builder"]["init_args"]
+    num_context = init.get("num_context", 4)
+    prompts = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(), num_context=num_context,
+                            template=model.template)
+    report = seg_attention(model, prompts, load_split(args.root, args.data), args.root, args.data,
+                           builder.get("clip_image_size", 224), builder.get("clip_resize", "crop"), num_context)
+    for kind, row in report.items():
+        share = row["share"]
+        print(f"{kind} ({row['count']} expressions): share of the visual tokens: referred object "
+              f"{share['referred']:.3f}, other objects {share['other']:.3f}, background {share['background']:.3f}")
+        for layer, a in enumerate(row["attention"]):
+            print(f"  layer {layer}: [SEG] attention on the referred object {a['referred']:.3f} "
+                  f"({a['referred'] / share['referred']:.1f}x its share), other objects {a['other']:.3f} "
+                  f"({a['other'] / share['other']:.1f}x), background {a['background']:.3f}")
+    if args.out:
+        atomic_write_json(args.out, {"ckpt": str(args.ckpt), "split": args.data, "by_kind": report})
+        print(f"-> {args.out}")
+    return 0
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("naming-probe", help="does a tiny GLUS' [SEG] name the colour and shape of the object an "
                        "expression refers to? per kind of synthetic expression (README, 'The embedded default')")
@@ -111,6 +140,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--data", default="mevis/valid_u")
     p.add_argument("--out", help="JSON file for the figures")
     p.set_defaults(func=_naming_probe)
+    p = sub.add_parser("attention-probe", help="where does a tiny GLUS' [SEG] look: the referred object's visual "
+                       "tokens, the other objects' or the background? per LLM layer and kind of synthetic expression")
+    p.add_argument("--ckpt", required=True, help="an export folder")
+    p.add_argument("--root", default="data/synthetic")
+    p.add_argument("--data", default="mevis/valid_u")
+    p.add_argument("--out", help="JSON file for the figures")
+    p.set_defaults(func=_attention_probe)
     p = sub.add_parser("motion-probe", help="can the tiny LLaMA pick an object by its motion from ideal object "
                        "tokens? (no vision tower: README, 'The paper's ablation, measured')")
     p.add_argument("--steps", type=int, default=5000)

@@ -28,6 +28,23 @@ def word_ids(tokenizer, words) -> list[int]:
     return ids
 
 
+def probe_frames(n: int, num_context: int, num_query: int) -> list[int]:
+    """The frames a probe reads of an n-frame video: the inference context frames, then `num_query` consecutive
+    query frames from the middle of the video."""
+    start = max(0, min(n - num_query, n // 2 - num_query // 2))
+    return inference_context_frames(n, num_context) + [min(start + q, n - 1) for q in range(num_query)]
+
+
+def probe_batch(model, prompts, video, exprs, num_context: int, num_query: int) -> tuple[list[int], ClipBatch]:
+    """(the frames read, a ClipBatch of `exprs` on them), as GLUS reads one clip of `video`."""
+    frame_ids = probe_frames(len(video.frames), num_context, num_query)
+    frames = load_frames(video, frame_ids)
+    return frame_ids, ClipBatch(model.mllm.preprocess(frames)[None],
+                                model.segmenter.preprocess(frames[-num_query:])[None],
+                                prompts.collate([prompts.build(e.text, num_query) for e in exprs], num_query),
+                                torch.zeros(len(exprs), dtype=torch.long))
+
+
 @torch.no_grad()
 def naming_accuracy(model, tokenizer, prompts, index, root: str | Path, split: str, num_context: int = 4,
                     num_query: int = 4, max_expressions: int | None = None) -> dict:
@@ -46,13 +63,7 @@ def naming_accuracy(model, tokenizer, prompts, index, root: str | Path, split: s
         if not exprs:
             continue
         names = {tuple(captions[(vid, e.exp_id)].split()[1:3]) for e in exprs}  # the video's named objects
-        video, n = index.videos[vid], len(index.videos[vid].frames)
-        start = max(0, min(n - num_query, n // 2 - num_query // 2))
-        query = [min(start + q, n - 1) for q in range(num_query)]
-        frames = load_frames(video, inference_context_frames(n, num_context) + query)
-        batch = ClipBatch(model.mllm.preprocess(frames)[None], model.segmenter.preprocess(frames[-num_query:])[None],
-                          prompts.collate([prompts.build(e.text, num_query) for e in exprs], num_query),
-                          torch.zeros(len(exprs), dtype=torch.long))
+        batch = probe_batch(model, prompts, index.videos[vid], exprs, num_context, num_query)[1]
         seg_logits = model.language(batch)[3]
         if seg_logits is None:
             raise ValueError("the model has no expression loss (loss_weights.expression = 0): its LM head at [SEG] "
