@@ -16,9 +16,18 @@ from glus.model.mllm import PromptBuilder
 from glus.model.mllm.prompt import IGNORE_INDEX, pad_right
 from glus.train.base import TrainingBase
 from glus.train.report import by_kind
+from glus.vocabulary import OBJECT_CLASSES
 
 BLANK_TEXT = "object"  # the control run's expression: says nothing about which object
-EXPRESSION_TARGETS = ("expression", "caption", "grounded")
+EXPRESSION_TARGETS = ("expression", "caption", "grounded", "name")
+NAME_WORDS = {word for colour, shape, _ in OBJECT_CLASSES for word in (colour, shape)}  # the grey bar's too
+
+
+def name_words(caption: str) -> str:
+    """The colour and shape words of a synthetic caption, in order ("the red circle moving left and the blue
+    square that stops" -> "red circle blue square"); a text with none (not synthetic) stays as it is."""
+    words = [w for w in caption.split() if w in NAME_WORDS]
+    return " ".join(words) if words else caption
 
 
 def place(mask_HW: torch.Tensor) -> str:
@@ -54,7 +63,8 @@ class GLUSModule(TrainingBase):
         """expression_target: what the expression loss (`loss_weights.expression`) asks the [SEG] state to name:
         the expression's own words, or "caption": the referred objects in full (colour, shape and motion), where
         the data has captions (the synthetic data does; other expressions keep their own words), or "grounded":
-        the caption and where the objects are in each query frame ("at the top left", from the ground truth). A
+        the caption and where the objects are in each query frame ("at the top left", from the ground truth), or
+        "name": only the colour and shape words of the caption (what the [SEG] must find; `name_words`). A
         pretrained LISA learnt to name and place what it sees from LLaVA's data; the tiny LLM learns it here.
         segmentation: False trains the multimodal LM alone (CE at [SEG] and the expression loss; SAM-2 and the
         [SEG] projection frozen and never run): the alignment stage of the embedded default, whose export a
@@ -99,6 +109,8 @@ class GLUSModule(TrainingBase):
             texts = batch["captions"]
         elif target != "expression":
             texts = [self.captions.get(key[:3], text) for key, text in zip(batch["ids"], texts)]
+        if target == "name":
+            texts = [name_words(t) for t in texts]
         if target != "grounded":
             return pad_right([self.prompts.expression_tokens(t) for t in texts], IGNORE_INDEX)[0]
         rows = [self.prompts.expression_tokens(f"{text} {place(mask)}")
