@@ -72,7 +72,7 @@ def test_seg_attention_covers_each_one_object_expression_once_per_layer(tmp_path
     model, tokenizer, _ = load_export(export_untrained(tmp_path / "plain", args))
     prompts = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(), num_context=4)
     index = load_split(synth_root, SPLIT)
-    report = seg_attention(model, prompts, index, synth_root, SPLIT, 112, "squash")
+    report = seg_attention(model, prompts, index, synth_root, SPLIT)
     kinds = expression_kinds(synth_root / SPLIT / "meta_expressions.json")
     single = [e for e in index.expressions if len(e.obj_ids) == 1]
     assert {k: r["count"] for k, r in report.items()} == {

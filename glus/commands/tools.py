@@ -81,10 +81,9 @@ def _motion_probe(args) -> int:
     return 0
 
 
-def _naming_probe(args) -> int:
+def _probe_setup(args):
+    """(model, tokenizer, prompts, num_context, index) of a probe command: the export, its conversation, the split."""
     from glus.data.cache import load_split
-    from glus.eval.naming_probe import naming_accuracy
-    from glus.io import atomic_write_json
     from glus.model.load import load_export
     from glus.model.mllm import PromptBuilder
 
@@ -92,32 +91,34 @@ def _naming_probe(args) -> int:
     num_context = recipe["model"]["init_args"].get("num_context", 4)
     prompts = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(), num_context=num_context,
                             template=model.template)
-    index = load_split(args.root, args.data)
+    return model, tokenizer, prompts, num_context, load_split(args.root, args.data)
+
+
+def _write_probe(args, report: dict) -> None:
+    from glus.io import atomic_write_json
+
+    if args.out:
+        atomic_write_json(args.out, {"ckpt": str(args.ckpt), "split": args.data, "by_kind": report})
+        print(f"-> {args.out}")
+
+
+def _naming_probe(args) -> int:
+    from glus.eval.naming_probe import naming_accuracy
+
+    model, tokenizer, prompts, num_context, index = _probe_setup(args)
     report = naming_accuracy(model, tokenizer, prompts, index, args.root, args.data, num_context)
     for kind, row in report.items():
         print(f"{kind}: the [SEG] names the object for {row['named']:.2f} of {row['count']} expressions "
               f"(chance 1 in 18), an object of the video for {row['in_video']:.2f} (chance {row['chance']:.2f})")
-    if args.out:
-        atomic_write_json(args.out, {"ckpt": str(args.ckpt), "split": args.data, "by_kind": report})
-        print(f"-> {args.out}")
+    _write_probe(args, report)
     return 0
 
 
 def _attention_probe(args) -> int:
-    from glus.data.cache import load_split
     from glus.eval.attention_probe import seg_attention
-    from glus.io import atomic_write_json
-    from glus.model.load import load_export
-    from glus.model.mllm import PromptBuilder
 
-    model, tokenizer, recipe = load_export(args.ckpt)
-    init = recipe["model"]["init_args"]
-    builder = init["builder"]["init_args"]
-    num_context = init.get("num_context", 4)
-    prompts = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(), num_context=num_context,
-                            template=model.template)
-    report = seg_attention(model, prompts, load_split(args.root, args.data), args.root, args.data,
-                           builder.get("clip_image_size", 224), builder.get("clip_resize", "crop"), num_context)
+    model, _, prompts, num_context, index = _probe_setup(args)
+    report = seg_attention(model, prompts, index, args.root, args.data, num_context)
     for kind, row in report.items():
         share = row["share"]
         print(f"{kind} ({row['count']} expressions): share of the visual tokens: referred object "
@@ -126,9 +127,7 @@ def _attention_probe(args) -> int:
             print(f"  layer {layer}: [SEG] attention on the referred object {a['referred']:.3f} "
                   f"({a['referred'] / share['referred']:.1f}x its share), other objects {a['other']:.3f} "
                   f"({a['other'] / share['other']:.1f}x), background {a['background']:.3f}")
-    if args.out:
-        atomic_write_json(args.out, {"ckpt": str(args.ckpt), "split": args.data, "by_kind": report})
-        print(f"-> {args.out}")
+    _write_probe(args, report)
     return 0
 
 

@@ -11,6 +11,7 @@ looks at objects in general. The objects are those with a one-object caption (ev
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,12 +25,12 @@ from glus.transforms import clip_geometry
 GROUPS = ("referred", "other", "background")
 
 
-def token_owners(model, reader: MaskReader, objects: list, frame_ids: list[int], clip_size: int, clip_resize: str,
-                 min_share: float = 0.1) -> torch.Tensor:
+def token_owners(model, reader: MaskReader, objects: list, frame_ids: list[int], min_share: float = 0.1) -> torch.Tensor:
     """(F * K,) per visual token in prompt order, the index in `objects` of the object that covers the largest
     share of it (at least min_share), -1 for the background. objects: one-object expressions, one per object."""
-    masks = np.stack([reader.targets(e, frame_ids) for e in objects], 1)  # (F, O, H, W)
-    shares = model.mllm.token_shares(clip_geometry(torch.from_numpy(masks).float(), clip_size, clip_resize))
+    masks = torch.from_numpy(np.stack([reader.targets(e, frame_ids) for e in objects], 1)).float()  # (F, O, H, W)
+    mllm = model.mllm  # the masks take the geometry the frames take on their way into CLIP
+    shares = mllm.token_shares(clip_geometry(masks, mllm.vision_tower.config.image_size, mllm.config.clip_resize))
     best, owner = shares.max(-1)
     return torch.where(best >= min_share, owner, torch.full_like(owner, -1)).flatten()
 
@@ -44,12 +45,9 @@ def attention_split(attention_HL: torch.Tensor, slots: torch.Tensor, owners: tor
 
 
 @torch.no_grad()
-def seg_attention(model, prompts, index, root, split: str, clip_size: int, clip_resize: str, num_context: int = 4,
-                  num_query: int = 4) -> dict:
+def seg_attention(model, prompts, index, root, split: str, num_context: int = 4, num_query: int = 4) -> dict:
     """{kind: {"attention": [per layer {group: mass}], "share": {group: share of the visual tokens}, "count": n}}
     over the one-object expressions of `split`, by kind of expression."""
-    from pathlib import Path
-
     kinds = expression_kinds(Path(root) / split / "meta_expressions.json")
     objects = {vid: [e for e, _ in objs] for vid, objs in object_motions(index).items()}
     reader = MaskReader(index)
@@ -66,7 +64,7 @@ def seg_attention(model, prompts, index, root, split: str, clip_size: int, clip_
             if not exprs:
                 continue
             frame_ids, batch = probe_batch(model, prompts, index.videos[vid], exprs, num_context, num_query)
-            owners = token_owners(model, reader, objs, frame_ids, clip_size, clip_resize)
+            owners = token_owners(model, reader, objs, frame_ids)
             visual = model.mllm.relate_frames(model.mllm.encode_frames(batch.clip_frames[0])[None], num_context)
             p = batch.prompts
             embeds = model.mllm.embed(p.input_ids, visual.expand(len(exprs), -1, -1, -1))
