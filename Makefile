@@ -16,6 +16,7 @@ SYNTH_STAMP := $(SYNTH_ARGS) generator=2
 # trains them from their seeds into these folders; a recipe uses them with segmenter_init / mllm_init.
 SEGMENTER := checkpoints/synthetic/segmenter
 MLLM := checkpoints/synthetic/mllm
+MOTION := checkpoints/synthetic/motion
 VOS_MEMORIES ?= none sam2_bank gated_linear mca
 RDS_RATIOS ?= 1.0 0.8 0.6
 RDS_FULL := runs/rds_synthetic_full/latest
@@ -34,7 +35,7 @@ export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test synth pretrain check train heldout ablate eval bench gpu-check gpu-wheels pseudolabel clean-venv help
+.PHONY: install test synth pretrain motion-stage check train heldout ablate eval bench gpu-check gpu-wheels pseudolabel clean-venv help
 
 help:
 	@echo "make install | test | synth | check | train [RECIPE=$(RECIPE)] [CONTROL=0] | eval [CKPT= BENCH= ROOT=] | bench"
@@ -42,6 +43,7 @@ help:
 	@echo "     train RECIPE=vos_synthetic [VOS_MEMORIES='$(VOS_MEMORIES)']   (the plain VOS path, one table)"
 	@echo "     train RECIPE=rds_synthetic [RDS_RATIOS='$(RDS_RATIOS)']   (RDS: J&F per kept-block ratio, one table)"
 	@echo "     train [SEED=N]   (the embedded default from another seed)  |  heldout [CKPT=]  |  ablate  |  pretrain"
+	@echo "     motion-stage   (rebuilds the committed stage the default starts from, checkpoints/synthetic/motion)"
 	@echo "     gpu-check [DRY=1] [GPU_PY=python3]   (7B shapes, random weights, one CUDA GPU; DRY=1: tiny, CPU)"
 
 install: $(STAMP)
@@ -79,6 +81,22 @@ synth: install
 pretrain: synth
 	$(call stage,segmenter_synthetic,$(SEGMENTER)) & s=$$!; $(call stage,mllm_synthetic,$(MLLM)) & m=$$!; \
 		wait $$s && wait $$m
+# The motion stage the embedded default starts from (committed, 1 MB; about 5 hours on one core to rebuild).
+# 3a. recipes/pretrain/motion_stream_synthetic.yaml, stopped at MOTION_STEPS of its 12000-step schedule; 3b. the
+# name stage from 3a's export (recipes/pretrain/motion_name_synthetic.yaml), its whole 12000 steps.
+# Each fit resumes where it stopped (the resumed clips and losses are those of an uninterrupted run,
+# tests/test_train.py). `make train` runs this target only when the folder is missing.
+MOTION_STEPS ?= 6500
+NAME_STEPS ?= 12000
+MOTION_CONFIGS := --config recipes/pretrain/mllm_synthetic.yaml --config recipes/pretrain/motion_synthetic.yaml \
+	--config recipes/pretrain/motion_stream_synthetic.yaml
+motion-stage: synth
+	$(call stage_fit,$(MOTION_CONFIGS),motion_stream_synthetic,$(MOTION_STEPS),$(MOTION)_stream)
+	$(call stage_fit,$(MOTION_CONFIGS) --config recipes/pretrain/motion_name_synthetic.yaml,motion_name_synthetic,$(NAME_STEPS),$(MOTION))
+stage_fit = OMP_NUM_THREADS=1 $(BIN)/glus fit $(1) --name $(2) --trainer.max_steps $(3) \
+	$$(ls runs/$(2)/latest/checkpoints/*.ckpt >/dev/null 2>&1 && echo --resume latest) \
+	--wandb disabled && rm -rf $(4).tmp && mkdir -p $(dir $(4)) && cp -rL runs/$(2)/latest/export $(4).tmp && \
+	rm -rf $(4) && mv $(4).tmp $(4)
 stage = OMP_NUM_THREADS=1 $(BIN)/glus fit --config recipes/pretrain/$(1).yaml --wandb disabled && \
 	rm -rf $(2).tmp && mkdir -p $(dir $(2)) && cp -rL runs/$(1)/latest/export $(2).tmp && rm -rf $(2) && \
 	mv $(2).tmp $(2)
@@ -101,6 +119,7 @@ SYNTH_FIT := OMP_NUM_THREADS=1 $(BIN)/glus fit --config recipes/synthetic.yaml -
 train: install
 ifeq ($(RECIPE),synthetic)
 	@$(MAKE) --no-print-directory synth
+	@test -f $(MOTION)/heads.safetensors || $(MAKE) --no-print-directory motion-stage
 ifeq ($(CONTROL),0)
 	$(SYNTH_FIT) --name $(RUN)
 else
@@ -170,6 +189,7 @@ ROW_keyframes := "5. + key-frame selection (streaming engine)"
 ROW_e2e_memory := "6. 4 with the end-to-end memory (ours)"
 ablate: install
 	@$(MAKE) --no-print-directory synth
+	@test -f $(MOTION)/heads.safetensors || $(MAKE) --no-print-directory motion-stage
 	@mkdir -p runs
 	for r in $(ABLATE_ROWS); do pids=""; for s in $(ABLATE_SEEDS); do \
 		test -f runs/ablate_$${r}_s$$s/latest/metrics.json || { OMP_NUM_THREADS=1 $(BIN)/glus fit --wandb disabled \

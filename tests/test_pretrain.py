@@ -181,8 +181,8 @@ def test_one_seed_replaces_every_seed_of_a_recipe(synth_root, tmp_path):
 
     sys.argv = sys.argv[:1]
     with pytest.raises(SystemExit) as done:
-        Parsed(args=["fit", "--config", str(ROOT / "recipes" / "synthetic.yaml"), "--data.init_args.root",
-                     str(synth_root), "--model.init_args.evaluation.root", str(synth_root)],
+        Parsed(args=["fit", "--config", str(ROOT / "recipes" / "synthetic.yaml"),
+                     "--model.init_args.evaluation.root", str(synth_root)],
                runs_root=tmp_path, name="x", seed=7, auto_configure_optimizers=False)
     assert str(done.value) == repr(dict.fromkeys(train_cli.SEED_FIELDS, 7))
 
@@ -215,7 +215,7 @@ def test_every_ablation_row_trains_and_scores(row, tmp_path, synth_root):
         "trainer": {"max_steps": 1, "log_every_n_steps": 1},
         "model": {"init_args": {"warmup_steps": 1, "total_steps": 1, "evaluation": {
             "root": str(synth_root), "val_videos": 0, "max_videos": 1, "overlays": 0, "initial": False}}},
-        "data": {"init_args": {"root": str(synth_root), "batch_size": 1, "steps_per_epoch": 1, "num_workers": 0}}}))
+        "data": {"init_args": {"batch_size": 1, "steps_per_epoch": 1, "num_workers": 0}}}))
     cli = fit(["--config", str(ROOT / "recipes" / "synthetic.yaml"), "--config", str(ROOT / "recipes" / "ablate" /
                f"{row}.yaml"), "--config", str(override)], runs_root=str(tmp_path / "runs"), wandb="disabled")
     model = cli.model.model
@@ -225,6 +225,7 @@ def test_every_ablation_row_trains_and_scores(row, tmp_path, synth_root):
     if row in ("memory", "contrastive"):  # the published bank: frozen
         assert not any(p.requires_grad for p in model.segmenter.sam.memory_attention.parameters())
     assert model.loss_weights.contrastive == (0.0 if row in ("query_only", "context", "memory") else 0.1)
+    assert model.loss_weights.motion == 1.0  # the default's dense motion target stays in every row
     metrics = json.loads((tmp_path / "runs" / "synthetic" / "latest" / "metrics.json").read_text())
     assert 0 <= metrics["jf"] <= 1
 

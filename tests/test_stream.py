@@ -87,14 +87,6 @@ def test_the_streamed_motion_stage_trains_on_the_samples_captions(tmp_path):
         StreamedClipDataset(2, ClipSpec(object_motions=True, object_labels="colour"))
 
 
-def test_the_stream_overlay_keeps_the_defaults_clips_and_sampling():
-    default = yaml.safe_load((ROOT / "recipes" / "synthetic.yaml").read_text())["data"]["init_args"]
-    stream = yaml.safe_load((ROOT / "recipes" / "data" / "synthetic_stream.yaml").read_text())["data"]["init_args"]
-    assert stream["clip"] == default["clip"]
-    assert {k: stream[k] for k in ("batch_size", "steps_per_epoch", "seed")} == {
-        k: default[k] for k in ("batch_size", "steps_per_epoch", "seed")}
-
-
 def test_first_kinds_fill_each_clip_with_that_kind_before_the_others():
     spec = ClipSpec(clip_size=112, clip_resize="squash", sam_size=128, max_expressions=3)
     plain, motion_first = StreamedClipDataset(64, spec), StreamedClipDataset(64, spec, first_kinds=("motion",))
@@ -107,3 +99,67 @@ def test_first_kinds_fill_each_clip_with_that_kind_before_the_others():
         assert got.count("motion") == min(n_motion, 3) and got[:got.count("motion")] == ["motion"] * got.count("motion")
         more += got.count("motion") - [kinds[t] for t in plain[i]["texts"]].count("motion")
     assert more > 0
+
+
+def test_the_name_stage_and_the_default_start_from_the_committed_motion_stage(tmp_path):
+    """recipes/pretrain/motion_name_synthetic.yaml stacks on stage 3a's recipes and trains the name target; the
+    embedded default starts from the committed stage (checkpoints/synthetic/motion): every stage parameter of the
+    multimodal LM, LoRA included, is the committed one before training."""
+    from safetensors.torch import load_file
+
+    from glus.model.factory import TinyGLUSBuilder, stage_hint
+    from glus.train.cli import fit
+
+    stage = ROOT / "checkpoints" / "synthetic" / "motion"
+    override = tmp_path / "tiny.yaml"
+    override.write_text(yaml.safe_dump({
+        "trainer": {"max_steps": 1, "log_every_n_steps": 1},
+        "model": {"init_args": {"warmup_steps": 1, "total_steps": 1,
+                                "builder": {"class_path": "glus.model.factory.TinyGLUSBuilder",
+                                            "init_args": {"mllm_init": str(stage)}}}},
+        "data": {"init_args": {"batch_size": 1, "steps_per_epoch": 1, "num_workers": 0}}}))
+    recipes = [ROOT / "recipes" / "pretrain" / f"{name}.yaml" for name in (
+        "mllm_synthetic", "motion_synthetic", "motion_stream_synthetic", "motion_name_synthetic")]
+    cli = fit([arg for r in recipes for arg in ("--config", str(r))] + ["--config", str(override)],
+              runs_root=str(tmp_path / "runs"), wandb="disabled")
+    assert cli.model.hparams.expression_target == "name" and cli.trainer.global_step == 1
+
+    recipe = yaml.safe_load((ROOT / "recipes" / "synthetic.yaml").read_text())
+    args = recipe["model"]["init_args"]["builder"]["init_args"]
+    assert args["mllm_init"] == "checkpoints/synthetic/motion"
+    model, _ = TinyGLUSBuilder(**{**args, "mllm_init": str(stage)}).build()
+    own = dict(model.named_parameters())
+    heads = {n: p for n, p in load_file(str(stage / "heads.safetensors")).items() if n.startswith("mllm.")}
+    adapter = load_file(str(stage / "adapter" / "adapter_model.safetensors"))
+    assert heads and adapter
+    for name, p in heads.items():
+        assert torch.equal(own[name], p), name
+    lora = {n: p for n, p in own.items() if "lora_" in n}
+    assert len(lora) == len(adapter)
+    for name, p in adapter.items():  # peft saves "...q_proj.lora_A.weight" for "...q_proj.lora_A.default.weight"
+        match = [q for n, q in lora.items() if n.replace(".default", "").endswith(name.split("base_model.model.")[-1])]
+        assert len(match) == 1 and torch.equal(match[0], p), name
+    assert stage_hint("checkpoints/synthetic/motion").startswith("make motion-stage")
+    assert stage_hint("somewhere/else").startswith("a GLUS export")
+
+
+def test_the_written_data_overlay_trains_the_default_on_the_written_videos(tmp_path, synth_root):
+    """recipes/data/synthetic_written.yaml swaps the default's streamed scenes for the written training split;
+    the default's clips (motions and their dense labels included) stay as they are."""
+    from glus.train.cli import fit
+
+    override = tmp_path / "tiny.yaml"
+    override.write_text(yaml.safe_dump({
+        "trainer": {"max_steps": 1, "log_every_n_steps": 1},
+        "model": {"init_args": {"warmup_steps": 1, "total_steps": 1, "evaluation": None}},
+        "data": {"init_args": {"root": str(synth_root), "batch_size": 1, "steps_per_epoch": 1, "num_workers": 0}}}))
+    cli = fit(["--config", str(ROOT / "recipes" / "synthetic.yaml"), "--config",
+               str(ROOT / "recipes" / "data" / "synthetic_written.yaml"), "--config", str(override)],
+              runs_root=str(tmp_path / "runs"), wandb="disabled")
+    data = cli.datamodule
+    default = yaml.safe_load((ROOT / "recipes" / "synthetic.yaml").read_text())["data"]["init_args"]["clip"]
+    assert type(data).__name__ == "GLUSDataModule" and cli.trainer.global_step == 1
+    assert {k: getattr(data.clip, k) for k in default} == default
+    sample = data.dataset[0]
+    assert sample["ids"][0][0] == "mevis/train" and sample["ids"][0][1].startswith("train_")  # a written video
+    assert sample["object_motions"].numel() > 0

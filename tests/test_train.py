@@ -26,16 +26,16 @@ model:
     evaluation: %(evaluation)s
 data:
   init_args:
-    root: %(root)s
     steps_per_epoch: 2
     num_workers: 0
 """
 
 
-def tiny_config(tmp_path, root, steps=4, evaluation=None):
+def tiny_config(tmp_path, steps=4, evaluation=None):
+    """A few steps of the embedded default, whose training clips are streamed scenes (no data root)."""
     ev = "null" if evaluation is None else json.dumps(evaluation)
     path = tmp_path / f"tiny-{steps}.yaml"
-    path.write_text(TINY % {"steps": steps, "root": root, "evaluation": ev})
+    path.write_text(TINY % {"steps": steps, "evaluation": ev})
     return path
 
 
@@ -58,8 +58,9 @@ def test_every_recipe_parses_and_instantiates(synth_root):
             assert recipe["trainer"]["strategy"]["class_path"].endswith("DeepSpeedStrategy")
             assert recipe["trainer"]["precision"] == "bf16-mixed"  # every published setting: test_recipes.py
         model_spec["init_args"]["evaluation"] = None
-        data_spec["init_args"]["root"] = str(synth_root)
-        data_spec["init_args"]["mix"] = {"mevis/train": 1.0}
+        if not data_spec["class_path"].endswith("StreamedSynthDataModule"):  # streamed scenes need no root
+            data_spec["init_args"]["root"] = str(synth_root)
+            data_spec["init_args"]["mix"] = {"mevis/train": 1.0}
         module = instantiate(model_spec)
         data = instantiate(data_spec)
         data.setup("fit")
@@ -93,7 +94,7 @@ def test_tiny_fit_writes_metrics_overlays_and_an_export_that_reloads(tmp_path, s
 
     evaluation = {"root": str(synth_root), "split": "mevis/valid_u", "val_videos": 1, "max_videos": 1,
                   "overlays": 1, "initial": True}
-    cli = fit(["--config", str(RECIPES / "synthetic.yaml"), "--config", str(tiny_config(tmp_path, synth_root, 4, evaluation)),
+    cli = fit(["--config", str(RECIPES / "synthetic.yaml"), "--config", str(tiny_config(tmp_path, 4, evaluation)),
                "--data.init_args.global_batch", "4"], runs_root=str(tmp_path / "runs"), wandb="offline")
     # the global batch sets the accumulation: 4 videos per step = 1 device x micro-batch 2 x accumulation 2
     assert cli.trainer.accumulate_grad_batches == 2
@@ -129,9 +130,9 @@ def test_tiny_fit_writes_metrics_overlays_and_an_export_that_reloads(tmp_path, s
             assert torch.equal(p, trained[name]), name
 
 
-def test_resume_after_kill_repeats_the_uninterrupted_losses(tmp_path, synth_root):
+def test_resume_after_kill_repeats_the_uninterrupted_losses(tmp_path):
     steps = 24
-    config = tiny_config(tmp_path, synth_root, steps=steps)  # a checkpoint every 2 steps
+    config = tiny_config(tmp_path, steps=steps)  # a checkpoint every 2 steps
     base = [sys.executable, "-m", "glus.cli", "fit", "--wandb", "disabled", "--config",
             str(RECIPES / "synthetic.yaml"), "--config", str(config)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -163,14 +164,14 @@ def test_resume_after_kill_repeats_the_uninterrupted_losses(tmp_path, synth_root
     assert after == {s: expected[s] for s in after}, "losses after resume differ from the uninterrupted run"
 
 
-def test_deepspeed_zero2_fit_on_cpu(tmp_path, synth_root):
+def test_deepspeed_zero2_fit_on_cpu(tmp_path):
     import lightning as L
 
     from glus.train.strategy import CPUDeepSpeedStrategy
 
     recipe = yaml.safe_load((RECIPES / "synthetic.yaml").read_text())
     recipe["model"]["init_args"]["evaluation"] = None
-    recipe["data"]["init_args"].update(root=str(synth_root), steps_per_epoch=3, num_workers=0)
+    recipe["data"]["init_args"].update(steps_per_epoch=3, num_workers=0)  # streamed scenes: no data root
     module, data = instantiate(recipe["model"]), instantiate(recipe["data"])
     before = {n: p.detach().clone() for n, p in module.model.named_parameters() if p.requires_grad}
     trainer = L.Trainer(accelerator="cpu", devices=1, strategy=CPUDeepSpeedStrategy(stage=2), max_steps=3,

@@ -133,6 +133,20 @@ def _default_dtype(dtype: torch.dtype | None):
         torch.set_default_dtype(saved)
 
 
+# The make target that rebuilds each committed or pretrained stage folder of the embedded default (Makefile).
+STAGE_TARGETS = {"segmenter": "make pretrain (recipes/pretrain/segmenter_synthetic.yaml)",
+                 "mllm": "make pretrain (recipes/pretrain/mllm_synthetic.yaml)",
+                 "motion": "make motion-stage (recipes/pretrain/motion_name_synthetic.yaml)",
+                 "motion_stream": "make motion-stage (recipes/pretrain/motion_stream_synthetic.yaml)"}
+
+
+def stage_hint(path: str) -> str:
+    """How to make a missing stage folder: its make target, or any GLUS export for a folder of another name."""
+    from pathlib import Path
+
+    return STAGE_TARGETS.get(Path(path).name, "a GLUS export (glus fit writes one to runs/NAME/latest/export)")
+
+
 class TinyGLUSBuilder:
     """Builds the tiny GLUS for recipes (LightningCLI class_path). Same code paths as the 7B model; since no
     pretrained weights exist offline, the synthetic recipe may also train the vision encoders from scratch."""
@@ -180,8 +194,7 @@ class TinyGLUSBuilder:
         self.dense_labels = dense_labels
 
     def required_paths(self) -> list[tuple[str, str]]:
-        stages = [(self.segmenter_init, "segmenter_synthetic.yaml"), (self.mllm_init, "mllm_synthetic.yaml")]
-        return [(path, f"make pretrain (recipes/pretrain/{recipe})") for path, recipe in stages if path]
+        return [(path, stage_hint(path)) for path in (self.segmenter_init, self.mllm_init) if path]
 
     def build(self):
         tokenizer = build_tiny_tokenizer()
