@@ -10,7 +10,7 @@ import yaml
 from glus.data.clips import ClipSpec, load_frames
 from glus.data.synth.stream import SPLIT, StreamedClipDataset, jpeg_round_trip
 from glus.data.synth.writer import make_video, write_mevis_split
-from glus.train.module import name_words
+from glus.train.module import name_words, place
 from glus.vocabulary import DENSE_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +82,13 @@ def test_the_streamed_motion_stage_trains_on_the_samples_captions(tmp_path):
     want = [module.prompts.expression_tokens(" ".join(w for p in c.split(" and ") for w in p.split()[1:3]))
             for c in batch["captions"]]
     assert [row[row >= 0].tolist() for row in ids] == [list(w) for w in want]
+    module.hparams.expression_target = "name_place"  # the name and where the object is, per query frame
+    ids = module.loss_targets(batch, batch["texts"])
+    names = [" ".join(w for p in c.split(" and ") for w in p.split()[1:3]) for c in batch["captions"]]
+    want = [[module.prompts.expression_tokens(f"{n} {place(m)}") for m in masks]
+            for n, masks in zip(names, batch["masks"])]
+    assert ids.shape[:2] == (len(names), 4)
+    assert [[row[row >= 0].tolist() for row in rows] for rows in ids] == [[list(w) for w in ws] for ws in want]
     assert name_words("a man riding a horse") == "a man riding a horse"  # no synthetic words: the text as it is
     with pytest.raises(ValueError, match="object_labels"):
         StreamedClipDataset(2, ClipSpec(object_motions=True, object_labels="colour"))

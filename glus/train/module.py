@@ -19,7 +19,8 @@ from glus.train.report import by_kind
 from glus.vocabulary import OBJECT_CLASSES
 
 BLANK_TEXT = "object"  # the control run's expression: says nothing about which object
-EXPRESSION_TARGETS = ("expression", "caption", "grounded", "name")
+EXPRESSION_TARGETS = ("expression", "caption", "grounded", "name", "name_place")
+PLACED_TARGETS = ("grounded", "name_place")  # one target per query frame: the words and where the object is
 NAME_WORDS = {word for colour, shape, _ in OBJECT_CLASSES for word in (colour, shape)}  # the grey bar's too
 
 
@@ -64,7 +65,8 @@ class GLUSModule(TrainingBase):
         the expression's own words, or "caption": the referred objects in full (colour, shape and motion), where
         the data has captions (the synthetic data does; other expressions keep their own words), or "grounded":
         the caption and where the objects are in each query frame ("at the top left", from the ground truth), or
-        "name": only the colour and shape words of the caption (what the [SEG] must find; `name_words`). A
+        "name": only the colour and shape words of the caption (what the [SEG] must find; `name_words`), or
+        "name_place": the name and where the objects are in each query frame (which of two look-alikes). A
         pretrained LISA learnt to name and place what it sees from LLaVA's data; the tiny LLM learns it here.
         segmentation: False trains the multimodal LM alone (CE at [SEG] and the expression loss; SAM-2 and the
         [SEG] projection frozen and never run): the alignment stage of the embedded default, whose export a
@@ -103,15 +105,15 @@ class GLUSModule(TrainingBase):
                          {"ids": batch["ids"]}, expression_ids, motion)
 
     def loss_targets(self, batch: dict, texts: list[str]) -> torch.Tensor:
-        """Token ids the expression loss asks the [SEG] states to name: (E, T), or (E, Q, T) when grounded."""
+        """Token ids the expression loss asks the [SEG] states to name: (E, T), or (E, Q, T) when placed."""
         target = self.hparams.expression_target
         if target != "expression" and "captions" in batch:  # streamed clips carry theirs
             texts = batch["captions"]
         elif target != "expression":
             texts = [self.captions.get(key[:3], text) for key, text in zip(batch["ids"], texts)]
-        if target == "name":
+        if target in ("name", "name_place"):
             texts = [name_words(t) for t in texts]
-        if target != "grounded":
+        if target not in PLACED_TARGETS:
             return pad_right([self.prompts.expression_tokens(t) for t in texts], IGNORE_INDEX)[0]
         rows = [self.prompts.expression_tokens(f"{text} {place(mask)}")
                 for text, masks in zip(texts, batch["masks"]) for mask in masks]
