@@ -128,7 +128,9 @@ def train_part(shapes: CheckShapes, device: str, data_root: Path) -> dict:
     recipe = load_recipe(shapes)
     model_args = recipe["model"]["init_args"]
     model_args.update(builder=builder_spec(shapes, recipe, device), evaluation=None, gradient_checkpointing=True)
-    data_args = recipe["data"]["init_args"]
+    # the check's written videos (data_root), also for a recipe that trains on streamed scenes (the embedded default)
+    data_args = {k: v for k, v in recipe["data"]["init_args"].items() if k not in ("data_seed", "first_kinds")}
+    recipe["data"] = {"class_path": "glus.train.datamodule.GLUSDataModule", "init_args": data_args}
     data_args.update(root=str(data_root), mix={"mevis/train": 1.0}, global_batch=None, steps_per_epoch=10_000,
                      num_workers=min(int(data_args.get("num_workers", 1)), os.cpu_count() or 1))
     module, data = instantiate(recipe["model"]), instantiate(recipe["data"])

@@ -64,4 +64,5 @@ class VideoProjector(nn.Module):
         slots = torch.tensor(self.frame_slots(f, num_context), device=visual_NFKD.device)
         x = visual_NFKD + self.frame(slots)[None, :, None] + self.place.weight[None, None, :k]
         mask = self.attention_mask(f, num_context, k, visual_NFKD.device)
-        return self.encoder(x.reshape(n, f * k, d), mask=mask).view(n, f, k, d)
+        # is_causal given: the mask is not causal, and detecting that would read its values (not on the meta device)
+        return self.encoder(x.reshape(n, f * k, d), mask=mask, is_causal=False).view(n, f, k, d)
