@@ -26,10 +26,10 @@ def test_shares_per_kind_match_the_captions_of_a_model_that_always_says_red_circ
     red, circle = word_ids(tokenizer, ["red", "circle"])
 
     def rigged(batch):
-        seg_hidden, lm_logits, targets, _, motion_logits = language(batch)
+        seg_hidden, lm_logits, targets, _, motion_logits, pointer = language(batch)
         logits = torch.zeros(*seg_hidden.shape[:2], len(tokenizer))
         logits[..., red] = logits[..., circle] = 1.0
-        return seg_hidden, lm_logits, targets, logits, motion_logits
+        return seg_hidden, lm_logits, targets, logits, motion_logits, pointer
 
     model.language = rigged
     report = naming_accuracy(model, tokenizer, prompts, index, synth_root, SPLIT)

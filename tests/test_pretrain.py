@@ -225,7 +225,8 @@ def test_every_ablation_row_trains_and_scores(row, tmp_path, synth_root):
     if row in ("memory", "contrastive"):  # the published bank: frozen
         assert not any(p.requires_grad for p in model.segmenter.sam.memory_attention.parameters())
     assert model.loss_weights.contrastive == (0.0 if row in ("query_only", "context", "memory") else 0.1)
-    assert model.loss_weights.motion == 1.0  # the default's dense motion target stays in every row
+    # the default's dense motion target and [SEG] pointer stay in every row
+    assert model.loss_weights.motion == 1.0 and model.loss_weights.pointer == 1.0 and model.pointer is not None
     metrics = json.loads((tmp_path / "runs" / "synthetic" / "latest" / "metrics.json").read_text())
     assert 0 <= metrics["jf"] <= 1
 

@@ -89,6 +89,13 @@ def test_missing_inputs_are_listed_together(tmp_path, monkeypatch):
     assert message.startswith("5 input(s)") and "data_prep/README.md" in message and "checkpoints/README.md" in message
 
 
+def test_a_missing_stage_names_its_make_target(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no committed stage here: the default's motion stage is missing
+    with pytest.raises(MissingInputs) as err:
+        check_inputs(yaml.safe_load((RECIPES / "synthetic.yaml").read_text()))
+    assert "checkpoints/synthetic/motion" in str(err.value) and "make motion-stage" in str(err.value)
+
+
 def test_tiny_fit_writes_metrics_overlays_and_an_export_that_reloads(tmp_path, synth_root, capsys):
     from glus.train.cli import fit
 

@@ -111,11 +111,16 @@ class _Base(ABC):
         seg = self.model.segmenter
         return seg.encode_image(seg.preprocess(to_device(frame_HWC, self.device)[None]))  # in its own dtype
 
-    def _prompt(self, seg_hidden_ED: torch.Tensor) -> torch.Tensor:
-        return self.model.seg_prompts(seg_hidden_ED)[:, None]
+    def _prompt(self, seg_hidden_ED: torch.Tensor, hidden_ELD: torch.Tensor, ids_EL: torch.Tensor):
+        """The decoder's prompts for the newest frame: the sparse [SEG] prompt (E, 1, C) and, with the [SEG]
+        pointer, its map of the frame's tokens (the last image slots of `ids_EL`) as the mask prompt, else None."""
+        model = self.model
+        maps = model.pointer_maps(seg_hidden_ED[:, None], hidden_ELD, ids_EL)
+        return model.seg_prompts(seg_hidden_ED)[:, None], model.mask_prompts(maps)
 
-    def _decode(self, memory, t: int, feats, prompt_E1C: torch.Tensor) -> torch.Tensor:
-        out = self.model.segmenter.step(memory, t, feats, sparse_BNC=prompt_E1C)
+    def _decode(self, memory, t: int, feats, prompts) -> torch.Tensor:
+        sparse_E1C, mask_prompt = prompts
+        out = self.model.segmenter.step(memory, t, feats, sparse_BNC=sparse_E1C, mask_prompt=mask_prompt)
         return out.low_res_logits[:, 0].float()
 
     def _reset_memory(self, state: VideoState, start: int, reverse: bool):
@@ -179,7 +184,7 @@ class StreamingEngine(_Base):
                                                past_key_values=state.prefix_cache, use_cache=True)
             finally:  # drop the window's keys, even on an error: the next window reuses the prefix alone
                 state.prefix_cache.crop(state.prefix_len - state.prefix_cache.get_seq_length())
-            prompt = self._prompt(hidden[rows, last])
+            prompt = self._prompt(hidden[rows, last], hidden, ids)
             feats = self._sam_features(frame).expand(E)
             yield FrameResult(list(range(E)), t, self._decode(memory, t, feats, prompt))
 
@@ -201,7 +206,7 @@ class FaithfulLoop(_Base):
                 hidden, _ = mllm.hidden_states(mllm.embed(ids, visual), mask)
                 seg_hidden = hidden[:, int(prompt.seg_positions[0, -1]) - 1]
                 feats = self._sam_features(pixels[-1])
-                yield FrameResult([e], t, self._decode(memory, t, feats, self._prompt(seg_hidden)))
+                yield FrameResult([e], t, self._decode(memory, t, feats, self._prompt(seg_hidden, hidden, ids)))
 
 
 ENGINES = {"engine": StreamingEngine, "faithful": FaithfulLoop}

@@ -12,6 +12,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaFo
 
 from glus.model.glus import GLUS
 from glus.model.losses import LossWeights
+from glus.model.pointer import token_grid
 from glus.model.mllm import MultimodalLM, VisionLanguageConfig, build_tiny_tokenizer
 from glus.model.mllm.lora import apply_lora, set_lm_trainables
 from glus.model.mllm.tokenizer import SPECIAL_TOKENS
@@ -159,7 +160,7 @@ class TinyGLUSBuilder:
                  seg_projection_gain: float = 1.0, template: str = "published", clip_resize: str = "crop",
                  segmenter_init: str | None = None, mllm_init: str | None = None, llm_layers: int = 2,
                  clip_positions: float | None = None, video_layers: int = 0, video_slots: int = 8,
-                 dense_labels: str = "motion", video_init: str = "random"):
+                 dense_labels: str = "motion", video_init: str = "random", pointer: bool = False):
         """segmenter_init: a plain VOS export (the promptable pretraining, recipes/pretrain/segmenter_synthetic.yaml)
         whose segmenter tensors (SAM-2 and the memory, which must be configured alike) start this model's: what a
         pretrained SAM-2 gives the real model. mllm_init: a GLUS export of the alignment stage
@@ -169,7 +170,9 @@ class TinyGLUSBuilder:
         CLIP's random init). video_layers: a video projector (`glus.model.mllm.video`, ours) of that many layers
         between the projector and the LLM, with video_slots frame slots; 0: none, as published. dense_labels: the
         classes of the dense target (loss_weights.motion): "motion" or "object" (`glus.vocabulary.DENSE_LABELS`).
-        video_init: how the video projector's slot and place embeddings start ("random" or "sine").
+        video_init: how the video projector's slot and place embeddings start ("random" or "sine"). pointer: the
+        [SEG] pointer (ours, `glus.model.pointer`): each [SEG]'s map of its query frame's visual tokens is SAM-2's
+        mask prompt; it needs CLIP to see the frame SAM-2 sees (clip_resize: squash) and tokens on a grid.
 
         seg_projection_gain scales the initial last layer of the [SEG] projection. Its default init gives
         prompts of norm ~1.4, against ~6-7 for the tiny decoder's own tokens and point prompts; a decoder trained
@@ -192,6 +195,10 @@ class TinyGLUSBuilder:
         if dense_labels not in DENSE_LABELS:
             raise ValueError(f"dense_labels {dense_labels!r}: use one of {sorted(DENSE_LABELS)}")
         self.dense_labels = dense_labels
+        if pointer and clip_resize != "squash":
+            raise ValueError(f"pointer: true needs clip_resize: squash (got {clip_resize!r}): the pointer's map "
+                             "covers what CLIP sees, and must cover the whole frame, as SAM-2's input does")
+        self.pointer = pointer
 
     def required_paths(self) -> list[tuple[str, str]]:
         return [(path, stage_hint(path)) for path in (self.segmenter_init, self.mllm_init) if path]
@@ -213,8 +220,9 @@ class TinyGLUSBuilder:
         from glus.vocabulary import DENSE_LABELS
 
         classes = len(DENSE_LABELS[self.dense_labels]) if self.loss_weights.motion else 0
+        grid = token_grid(mllm.patches_per_frame(), self.vl.pooling, self.vl.pool) if self.pointer else None
         model = GLUS(mllm, segmenter, self.loss_weights, seg_projection_gain=self.seg_projection_gain,
-                     template=self.template, motion_classes=classes)
+                     template=self.template, motion_classes=classes, pointer_grid=grid)
         from glus.model.load import copy_adapter, copy_heads
 
         if self.segmenter_init:

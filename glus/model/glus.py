@@ -15,6 +15,7 @@ from glus.model.losses import (LossWeights, bce_per_mask, ce_loss, dice_per_mask
                                label_positions)
 from glus.model.mllm.model import MultimodalLM
 from glus.model.mllm.prompt import PromptBatch
+from glus.model.pointer import SegPointer, last_frame_tokens, pointer_targets
 from glus.model.segmenter import FrameFeatures, SAM2Segmenter
 
 
@@ -42,6 +43,7 @@ class GLUSOutput:
     object_scores: torch.Tensor   # (E, Q) SAM-2 object score logits
     seg_logits: torch.Tensor | None = None  # (E, Q, vocab) LM head at the [SEG]-predicting positions
     motion_logits: torch.Tensor | None = None  # (V, F, K, classes) the dense motion target's head, per visual token
+    pointer_logits: torch.Tensor | None = None  # (E, Q, rows, cols) the [SEG] pointer's maps (glus.model.pointer)
 
 
 def select_batch(feats: FrameFeatures, index: torch.Tensor) -> FrameFeatures:
@@ -52,11 +54,13 @@ def select_batch(feats: FrameFeatures, index: torch.Tensor) -> FrameFeatures:
 class GLUS(nn.Module):
     def __init__(self, mllm: MultimodalLM, segmenter: SAM2Segmenter, loss_weights: LossWeights | None = None,
                  train_seg_projection: bool = True, seg_projection_gain: float = 1.0, template: str = "published",
-                 motion_classes: int = 0):
+                 motion_classes: int = 0, pointer_grid: tuple[int, int] | None = None):
         """template: the prompt template set (glus.model.mllm.templates) the model is trained and run with; it
         belongs to the model, since a model answers the conversation it was trained on. motion_classes: the
         classes of the dense motion target (ours, `loss_weights.motion`): a linear head reads, from each visual
-        token as it enters the LLM, how the object under it moves (0: no head, the published model)."""
+        token as it enters the LLM, how the object under it moves (0: no head, the published model). pointer_grid:
+        the (rows, cols) of a frame's visual tokens, for the [SEG] pointer (ours, `glus.model.pointer`); None:
+        none, as published."""
         super().__init__()
         self.mllm, self.segmenter, self.template = mllm, segmenter, template
         self.loss_weights = loss_weights or LossWeights()
@@ -72,6 +76,11 @@ class GLUS(nn.Module):
         self.motion_head = nn.Linear(d, motion_classes) if motion_classes else None
         if self.loss_weights.motion > 0 and self.motion_head is None:
             raise ValueError("loss_weights.motion > 0 needs motion_classes (the dense motion target's classes)")
+        self.pointer = SegPointer(d, pointer_grid) if pointer_grid else None
+        if self.pointer is not None:  # the decoder reads the pointer's map through SAM-2's mask-prompt convolutions
+            segmenter.sam.sam_prompt_encoder.mask_downscaling.requires_grad_(True)
+        if self.loss_weights.pointer > 0 and self.pointer is None:
+            raise ValueError("loss_weights.pointer > 0 needs the [SEG] pointer (the builder's pointer: true)")
 
     # ---- stages -----------------------------------------------------------------------------------------
 
@@ -79,6 +88,25 @@ class GLUS(nn.Module):
         """[SEG] hidden states (..., D) -> SAM-2 sparse prompt tokens (..., prompt_dim): the [SEG] projection."""
         fcs = self.text_hidden_fcs[0]
         return fcs(seg_hidden.to(fcs[0].weight.dtype))
+
+    def pointer_maps(self, seg_hidden_NQD: torch.Tensor, hidden_NLD: torch.Tensor,
+                     input_ids_NL: torch.Tensor) -> torch.Tensor | None:
+        """The [SEG] pointer's maps (N, Q, rows, cols): the q-th [SEG] of a row over the tokens of the row's q-th
+        query frame (its prompt's last Q frames); None without a pointer."""
+        if self.pointer is None:
+            return None
+        Q = seg_hidden_NQD.size(1)
+        tokens = last_frame_tokens(hidden_NLD, input_ids_NL, self.mllm.image_token_id, self.mllm.tokens_per_frame(), Q)
+        maps = self.pointer(seg_hidden_NQD.flatten(0, 1), tokens.flatten(0, 1))
+        return maps.view(*seg_hidden_NQD.shape[:2], *maps.shape[1:])
+
+    def mask_prompts(self, pointer_logits: torch.Tensor | None) -> torch.Tensor | None:
+        """Pointer maps (..., rows, cols) -> SAM-2 mask prompts (N, 1, s, s) at the prompt encoder's mask size."""
+        if pointer_logits is None:
+            return None
+        size = self.segmenter.sam.sam_prompt_encoder.mask_input_size
+        maps = pointer_logits.reshape(-1, 1, *pointer_logits.shape[-2:]).float()
+        return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
     def language(self, batch: ClipBatch):
         """Hidden states at [SEG], LM logits at the supervised positions and at [SEG] (None without the expression
@@ -92,33 +120,36 @@ class GLUS(nn.Module):
         hidden, _ = self.mllm.hidden_states(self.mllm.embed(p.input_ids, visual), p.attention_mask)
         rows = torch.arange(len(hidden), device=hidden.device)[:, None]
         seg_hidden = hidden[rows, p.seg_positions - 1]  # the position that predicts [SEG] (LISA, GLUS)
+        pointer = self.pointer_maps(seg_hidden, hidden, p.input_ids)
         (r, c), targets = label_positions(p.labels)
         if self.loss_weights.expression <= 0:
-            return seg_hidden, self.mllm.logits_at(hidden[r, c]), targets, None, motion_logits
+            return seg_hidden, self.mllm.logits_at(hidden[r, c]), targets, None, motion_logits, pointer
         # one lm_head call serves both losses (the [SEG]-predicting rows are appended to the supervised ones)
         logits = self.mllm.logits_at(torch.cat([hidden[r, c], seg_hidden.flatten(0, 1)]))
         n = len(targets)
-        return seg_hidden, logits[:n], targets, logits[n:].view(*seg_hidden.shape[:2], -1), motion_logits
+        return seg_hidden, logits[:n], targets, logits[n:].view(*seg_hidden.shape[:2], -1), motion_logits, pointer
 
-    def segment(self, batch: ClipBatch, seg_embeddings: torch.Tensor):
-        """Query frames in order through the SAM-2 decoder, each conditioned on the memory of earlier ones."""
+    def segment(self, batch: ClipBatch, seg_embeddings: torch.Tensor, pointer_logits: torch.Tensor | None = None):
+        """Query frames in order through the SAM-2 decoder, each conditioned on the memory of earlier ones; with
+        the [SEG] pointer, its map of the frame is the mask prompt."""
         V, Q = batch.sam_frames.shape[:2]
         feats = self.segmenter.encode_image(batch.sam_frames.flatten(0, 1))  # (V*Q) frames, once each
         state = self.segmenter.reset(num_frames=Q)
         logits, scores = [], []
         for q in range(Q):
             frame_feats = select_batch(feats, batch.video_index * Q + q)
-            out = self.segmenter.step(state, q, frame_feats, sparse_BNC=seg_embeddings[:, q:q + 1])
+            dense = None if pointer_logits is None else self.mask_prompts(pointer_logits[:, q])
+            out = self.segmenter.step(state, q, frame_feats, sparse_BNC=seg_embeddings[:, q:q + 1], mask_prompt=dense)
             logits.append(out.low_res_logits[:, 0])
             scores.append(out.object_score_logits[:, 0])
         return torch.stack(logits, 1), torch.stack(scores, 1)
 
     def forward(self, batch: ClipBatch) -> GLUSOutput:
-        seg_hidden, lm_logits, targets, seg_logits, motion_logits = self.language(batch)
+        seg_hidden, lm_logits, targets, seg_logits, motion_logits, pointer = self.language(batch)
         seg_embeddings = self.seg_prompts(seg_hidden)
-        mask_logits, scores = self.segment(batch, seg_embeddings)
+        mask_logits, scores = self.segment(batch, seg_embeddings, pointer)
         return GLUSOutput(mask_logits, seg_embeddings, seg_hidden, lm_logits, targets, scores, seg_logits,
-                          motion_logits)
+                          motion_logits, pointer)
 
     # ---- losses -----------------------------------------------------------------------------------------
 
@@ -133,14 +164,20 @@ class GLUS(nn.Module):
         """BCE and Dice per mask at the ground truth's size (expressions may differ in size), averaged over
         all query-frame masks of the batch; the language terms of `language_losses`."""
         w = self.loss_weights
-        bce, dice = [], []
-        for logits, gt in zip(out.mask_logits, batch.masks):
+        bce, dice, pointer = [], [], []
+        for e, (logits, gt) in enumerate(zip(out.mask_logits, batch.masks)):
             up = self.logits_at_size(logits[None], *gt.shape[-2:])[0]
             bce.append(bce_per_mask(up, gt))
             dice.append(dice_per_mask(up, gt))
+            if w.pointer > 0:  # each map against the ground truth's share of each token's cell
+                maps = out.pointer_logits[e].float()
+                pointer.append(bce_per_mask(maps, pointer_targets(gt, maps.shape[-2:])))
         language = self.language_losses(out.lm_logits, out.lm_targets, out.seg_logits, batch, out.motion_logits)
         terms = {"ce": language["ce"], "bce": torch.cat(bce).mean(), "dice": torch.cat(dice).mean()}
         terms["loss"] = w.ce * terms["ce"] + w.bce * terms["bce"] + w.dice * terms["dice"]
+        if pointer:
+            terms["pointer"] = torch.cat(pointer).mean()
+            terms["loss"] = terms["loss"] + w.pointer * terms["pointer"]
         for name in ("expression", "motion"):
             if name in language:
                 terms[name] = language[name]

@@ -23,6 +23,9 @@ class LossWeights:
     # (GLUS.motion_targets). The tiny LLM does not learn to relate an object across frames from the mask loss
     # alone (README, the motion probe); this dense target makes the video projector compute it.
     motion: float = 0.0
+    # Ours: the [SEG] pointer's map of each query frame (glus.model.pointer) against the ground truth's share of
+    # each visual token's cell (BCE); 0: the map trains through the mask loss alone.
+    pointer: float = 0.0
 
 
 def bce_per_mask(logits_NHW: torch.Tensor, targets_NHW: torch.Tensor) -> torch.Tensor:

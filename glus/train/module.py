@@ -131,7 +131,7 @@ class GLUSModule(TrainingBase):
             out = self.model(clip)
             losses = self.model.losses(out, clip)
         else:  # the alignment stage: the multimodal LM alone, SAM-2 never runs
-            _, lm_logits, targets, seg_logits, motion_logits = self.model.language(clip)
+            _, lm_logits, targets, seg_logits, motion_logits, _ = self.model.language(clip)
             losses = self.model.language_losses(lm_logits, targets, seg_logits, clip, motion_logits)
         if self.hparams.segmentation and self.model.loss_weights.contrastive > 0:
             contrastive = self.contrastive(out.seg_embeddings, batch)

@@ -19,6 +19,7 @@ DATA_HOW = {
 def required_inputs(config: dict) -> list[tuple[str, str]]:
     """(path, how to get it) from a fit config (LightningCLI's dict form)."""
     from glus.data.formats import parse_split
+    from glus.model.factory import stage_hint
 
     out = []
     builder = config.get("model", {}).get("init_args", {}).get("builder", {})
@@ -29,8 +30,9 @@ def required_inputs(config: dict) -> list[tuple[str, str]]:
             out.append((paths[key], how_w))
     if paths.get("init_from"):  # the key-frame selector starts from a GLUS export
         out.append((paths["init_from"], "make train (the synthetic GLUS export)"))
-    if paths.get("segmenter_init"):  # the tiny GLUS starts from the promptable segmenter's export
-        out.append((paths["segmenter_init"], "make pretrain (recipes/pretrain/segmenter_synthetic.yaml)"))
+    for key in ("segmenter_init", "mllm_init"):  # the tiny GLUS starts from the stages' exports
+        if paths.get(key):
+            out.append((paths[key], stage_hint(paths[key])))
     data = config.get("data", {}).get("init_args", {})
     if data.get("labels"):  # the key-frame selector's pseudo-labels
         out.append((data["labels"], "run `glus pseudolabel ...` first (make pseudolabel)"))

@@ -227,12 +227,17 @@ class SAM2Segmenter(nn.Module):
 
     @autocast_stage
     def decode(self, pix_feat: torch.Tensor, feats: FrameFeatures, sparse_BNC: torch.Tensor,
-               multimask: bool = False) -> SegOutput:
-        """The mask decoder with a sparse prompt (e.g. the projected [SEG] token) and the no-mask dense prompt."""
+               multimask: bool = False, mask_prompt: torch.Tensor | None = None) -> SegOutput:
+        """The mask decoder with a sparse prompt (e.g. the projected [SEG] token) and a dense one: the no-mask
+        prompt, or `mask_prompt` (B, 1, s, s) logits at the prompt encoder's mask_input_size (e.g. the [SEG]
+        pointer's map) through SAM-2's mask-prompt convolutions."""
         sam = self.sam
         B = pix_feat.size(0)
         pe = sam.sam_prompt_encoder
-        dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(B, -1, *pe.image_embedding_size)
+        if mask_prompt is None:
+            dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(B, -1, *pe.image_embedding_size)
+        else:
+            dense = pe.mask_downscaling(mask_prompt.to(self.dtype))
         low, ious, tokens, obj_scores = sam.sam_mask_decoder(
             image_embeddings=pix_feat, image_pe=self.dense_pe(), sparse_prompt_embeddings=sparse_BNC,
             dense_prompt_embeddings=dense, multimask_output=multimask, repeat_image=False,
@@ -269,16 +274,18 @@ class SAM2Segmenter(nn.Module):
 
     @autocast_stage
     def step(self, state, frame_idx: int, feats: FrameFeatures, sparse_BNC: torch.Tensor | None = None,
-             mask_input: torch.Tensor | None = None, multimask: bool = False, cond: bool | None = None) -> SegOutput:
+             mask_input: torch.Tensor | None = None, multimask: bool = False, cond: bool | None = None,
+             mask_prompt: torch.Tensor | None = None) -> SegOutput:
         """Segment one frame with memory, then write it to memory. Exactly one of sparse prompt / mask. `cond`:
         whether the frame is written as a conditioning frame (default: when a mask is given; a user's clicks or
-        box make one too, as in SAM-2)."""
+        box make one too, as in SAM-2). `mask_prompt`: a dense prompt beside the sparse one (see `decode`), not
+        a mask taken as the output as `mask_input` is."""
         top, pos = feats.top(), feats.top_pos()
         if mask_input is not None:
             out, written = self.mask_as_output(feats, mask_input), top
         else:
             conditioned = self.memory.read(state, frame_idx, top, pos)
-            out = self.decode(conditioned, feats, sparse_BNC, multimask)
+            out = self.decode(conditioned, feats, sparse_BNC, multimask, mask_prompt)
             # the published GLUS encodes the memory from the memory-conditioned features; SAM-2 from the image's
             written = conditioned if self.memory.encode_conditioned else top
         self.memory.write(state, frame_idx, written, out.high_res_logits, out.object_score_logits, out.obj_ptr,
