@@ -82,3 +82,27 @@ def test_seg_attention_covers_each_one_object_expression_once_per_layer(tmp_path
         assert 0 < row["share"]["referred"] < 0.5
         for layer in row["attention"]:
             assert sum(layer.values()) == pytest.approx(1.0)
+
+
+def test_pointer_split_by_hand():
+    from glus.eval.attention_probe import pointer_split
+
+    logits = torch.logit(torch.tensor([[0.9, 0.7, 0.5, 0.1], [0.8, 0.6, 0.2, 0.0]]).clamp(1e-6, 1 - 1e-6))
+    owners = torch.tensor([[0, 1, 2, -1], [0, 1, 1, -1]])  # object 0 referred, 1 its twin, 2 another object
+    split = pointer_split(logits, owners, target=0, twins={1})
+    assert split == pytest.approx({"referred": 0.85, "twin": 0.5, "other": 0.5, "background": 0.05}, abs=1e-5)
+    assert "twin" not in pointer_split(logits, owners, target=0, twins=set())
+
+
+def test_the_attention_probe_reports_where_the_pointer_points(tmp_path, synth_root):
+    from glus.eval.attention_probe import seg_attention
+
+    torch.set_num_threads(1)
+    args = {"seed": 0, "clip_image_size": 112, "sam_image_size": 128, "clip_resize": "squash", "pooling": "2x2",
+            "pointer": True}
+    model, tokenizer, _ = load_export(export_untrained(tmp_path / "pointer", args))
+    prompts = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(), num_context=4)
+    report = seg_attention(model, prompts, load_split(synth_root, SPLIT), synth_root, SPLIT)
+    assert all(0 <= v <= 1 for row in report.values() for v in row["pointer"].values())
+    assert "twin" in report["look-alike"]["pointer"]  # every look-alike expression's object has its twin
+    assert all({"referred", "background"} <= set(row["pointer"]) for row in report.values())

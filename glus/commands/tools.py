@@ -127,6 +127,8 @@ def _attention_probe(args) -> int:
             print(f"  layer {layer}: [SEG] attention on the referred object {a['referred']:.3f} "
                   f"({a['referred'] / share['referred']:.1f}x its share), other objects {a['other']:.3f} "
                   f"({a['other'] / share['other']:.1f}x), background {a['background']:.3f}")
+        if "pointer" in row:  # the [SEG] pointer's maps of the query frames
+            print("  pointer map (mean sigmoid): " + ", ".join(f"{g} {v:.3f}" for g, v in row["pointer"].items()))
     _write_probe(args, report)
     return 0
 
@@ -140,7 +142,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="JSON file for the figures")
     p.set_defaults(func=_naming_probe)
     p = sub.add_parser("attention-probe", help="where does a tiny GLUS' [SEG] look: the referred object's visual "
-                       "tokens, the other objects' or the background? per LLM layer and kind of synthetic expression")
+                       "tokens, the other objects' or the background? per LLM layer and kind of synthetic expression "
+                       "(and, with the [SEG] pointer, where its map points: the referred object or its look-alike)")
     p.add_argument("--ckpt", required=True, help="an export folder")
     p.add_argument("--root", default="data/synthetic")
     p.add_argument("--data", default="mevis/valid_u")
