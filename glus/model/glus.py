@@ -78,7 +78,7 @@ class GLUS(nn.Module):
             raise ValueError("loss_weights.motion > 0 needs motion_classes (the dense motion target's classes)")
         self.pointer = SegPointer(d, pointer_grid) if pointer_grid else None
         if self.pointer is not None:  # the decoder reads the pointer's map through SAM-2's mask-prompt convolutions
-            segmenter.sam.sam_prompt_encoder.mask_downscaling.requires_grad_(True)
+            segmenter.train_mask_prompt()
         if self.loss_weights.pointer > 0 and self.pointer is None:
             raise ValueError("loss_weights.pointer > 0 needs the [SEG] pointer (the builder's pointer: true)")
 
@@ -136,10 +136,13 @@ class GLUS(nn.Module):
         feats = self.segmenter.encode_image(batch.sam_frames.flatten(0, 1))  # (V*Q) frames, once each
         state = self.segmenter.reset(num_frames=Q)
         logits, scores = [], []
+        dense = self.mask_prompts(pointer_logits)  # every query frame's at once: (E * Q, 1, s, s) or None
+        dense = None if dense is None else dense.view(*pointer_logits.shape[:2], *dense.shape[1:])
         for q in range(Q):
             frame_feats = select_batch(feats, batch.video_index * Q + q)
-            dense = None if pointer_logits is None else self.mask_prompts(pointer_logits[:, q])
-            out = self.segmenter.step(state, q, frame_feats, sparse_BNC=seg_embeddings[:, q:q + 1], mask_prompt=dense)
+            mask_prompt = None if dense is None else dense[:, q]
+            out = self.segmenter.step(state, q, frame_feats, sparse_BNC=seg_embeddings[:, q:q + 1],
+                                      mask_prompt=mask_prompt)
             logits.append(out.low_res_logits[:, 0])
             scores.append(out.object_score_logits[:, 0])
         return torch.stack(logits, 1), torch.stack(scores, 1)

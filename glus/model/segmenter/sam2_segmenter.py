@@ -121,6 +121,10 @@ class SAM2Segmenter(nn.Module):
         if encoder_lora:
             self.add_encoder_lora(encoder_lora)
 
+    def train_mask_prompt(self) -> None:
+        """The mask-prompt convolutions train: a caller decodes with `mask_prompt` (e.g. the [SEG] pointer)."""
+        self.sam.sam_prompt_encoder.mask_downscaling.requires_grad_(True)
+
     def add_rds(self, settings: dict) -> None:
         """RDS routing of the trunk's blocks (`glus.model.segmenter.rds.RDS` settings); a new router trains."""
         from glus.model.segmenter.rds import RDS
