@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from glus.infer.engine import FaithfulLoop, StreamingEngine
-from glus.model.pointer import last_frame_tokens, pointer_targets, token_grid
+from glus.model.pointer import last_frame_tokens, pointer_softmax_loss, pointer_targets, token_grid
 from tests.model_helpers import inference_setup, synthetic_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,6 +37,23 @@ def test_pointer_targets_are_each_cells_share_of_the_mask():
     assert pointer_targets(mask, (2, 2)).tolist() == [[[0.5, 0.0], [0.0, 0.0]]]
 
 
+def test_the_softmax_pointer_loss_charges_mass_on_the_twin_and_skips_empty_frames():
+    import math
+
+    shares = torch.zeros(3, 2, 2)
+    shares[0, 0, 0] = 0.5               # the object: half of one cell
+    shares[1, 0, 0] = shares[1, 1, 1] = 0.25  # two cells alike: the target is half and half
+    logits = torch.zeros(3, 2, 2)
+    logits[0, 0, 0] = logits[0, 1, 1] = 3.0   # frame 0 lights the object and its twin alike
+    loss = pointer_softmax_loss(logits, shares)
+    assert loss.shape == (2,)  # frame 2 has no object: skipped
+    torch.testing.assert_close(loss[0], torch.tensor(-math.log(math.exp(3) / (2 * math.exp(3) + 2))))
+    torch.testing.assert_close(loss[1], torch.tensor(math.log(4.0)))
+    sharp = logits.clone()
+    sharp[0, 1, 1] = 0.0  # the twin dark: cheaper, which BCE per cell barely sees
+    assert pointer_softmax_loss(sharp, shares)[0] < loss[0] - 0.5
+
+
 def test_the_builder_refuses_a_pointer_over_a_cropped_frame():
     from glus.model.factory import TinyGLUSBuilder
 
@@ -61,6 +78,15 @@ def test_the_pointer_loss_and_the_mask_loss_train_the_pointer_and_the_mask_promp
     torch.testing.assert_close(losses["pointer"], expected)
     torch.testing.assert_close(losses["loss"], losses["ce"] + 2.0 * losses["bce"] + 0.5 * losses["dice"]
                                + losses["pointer"])
+    soft = TinyGLUSBuilder(clip_image_size=112, sam_image_size=128, **POINTER,
+                           loss_weights={"pointer": 0.0, "pointer_softmax": 2.0}).build()[0]
+    soft.load_state_dict(model.state_dict())
+    soft_losses = soft.losses(out, batch)
+    expected_soft = torch.cat([pointer_softmax_loss(out.pointer_logits[e], pointer_targets(gt, (4, 4)))
+                               for e, gt in enumerate(batch.masks)]).mean()
+    torch.testing.assert_close(soft_losses["pointer_softmax"], expected_soft)
+    torch.testing.assert_close(soft_losses["loss"], soft_losses["ce"] + 2.0 * soft_losses["bce"]
+                               + 0.5 * soft_losses["dice"] + 2.0 * expected_soft)
     (losses["bce"] + losses["dice"]).backward()  # the mask loss alone reaches the pointer, through the decoder
     downscaling = model.segmenter.sam.sam_prompt_encoder.mask_downscaling
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in downscaling.parameters())

@@ -227,6 +227,7 @@ def test_every_ablation_row_trains_and_scores(row, tmp_path, synth_root):
     assert model.loss_weights.contrastive == (0.0 if row in ("query_only", "context", "memory") else 0.1)
     # the default's dense motion target and [SEG] pointer stay in every row
     assert model.loss_weights.motion == 1.0 and model.loss_weights.pointer == 1.0 and model.pointer is not None
+    assert model.loss_weights.pointer_softmax == 1.0
     metrics = json.loads((tmp_path / "runs" / "synthetic" / "latest" / "metrics.json").read_text())
     assert 0 <= metrics["jf"] <= 1
 

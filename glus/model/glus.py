@@ -15,7 +15,7 @@ from glus.model.losses import (LossWeights, bce_per_mask, ce_loss, dice_per_mask
                                label_positions)
 from glus.model.mllm.model import MultimodalLM
 from glus.model.mllm.prompt import PromptBatch
-from glus.model.pointer import SegPointer, last_frame_tokens, pointer_targets
+from glus.model.pointer import SegPointer, last_frame_tokens, pointer_softmax_loss, pointer_targets
 from glus.model.segmenter import FrameFeatures, SAM2Segmenter
 
 
@@ -79,8 +79,9 @@ class GLUS(nn.Module):
         self.pointer = SegPointer(d, pointer_grid) if pointer_grid else None
         if self.pointer is not None:  # the decoder reads the pointer's map through SAM-2's mask-prompt convolutions
             segmenter.train_mask_prompt()
-        if self.loss_weights.pointer > 0 and self.pointer is None:
-            raise ValueError("loss_weights.pointer > 0 needs the [SEG] pointer (the builder's pointer: true)")
+        if (self.loss_weights.pointer > 0 or self.loss_weights.pointer_softmax > 0) and self.pointer is None:
+            raise ValueError("loss_weights.pointer and pointer_softmax need the [SEG] pointer (the builder's "
+                             "pointer: true)")
 
     # ---- stages -----------------------------------------------------------------------------------------
 
@@ -167,20 +168,26 @@ class GLUS(nn.Module):
         """BCE and Dice per mask at the ground truth's size (expressions may differ in size), averaged over
         all query-frame masks of the batch; the language terms of `language_losses`."""
         w = self.loss_weights
-        bce, dice, pointer = [], [], []
+        bce, dice, pointer, pointer_softmax = [], [], [], []
         for e, (logits, gt) in enumerate(zip(out.mask_logits, batch.masks)):
             up = self.logits_at_size(logits[None], *gt.shape[-2:])[0]
             bce.append(bce_per_mask(up, gt))
             dice.append(dice_per_mask(up, gt))
-            if w.pointer > 0:  # each map against the ground truth's share of each token's cell
+            if w.pointer > 0 or w.pointer_softmax > 0:  # each map against the ground truth's share of each cell
                 maps = out.pointer_logits[e].float()
-                pointer.append(bce_per_mask(maps, pointer_targets(gt, maps.shape[-2:])))
+                shares = pointer_targets(gt, maps.shape[-2:])
+                pointer.append(bce_per_mask(maps, shares))
+                pointer_softmax.append(pointer_softmax_loss(maps, shares))
         language = self.language_losses(out.lm_logits, out.lm_targets, out.seg_logits, batch, out.motion_logits)
         terms = {"ce": language["ce"], "bce": torch.cat(bce).mean(), "dice": torch.cat(dice).mean()}
         terms["loss"] = w.ce * terms["ce"] + w.bce * terms["bce"] + w.dice * terms["dice"]
         if pointer:
             terms["pointer"] = torch.cat(pointer).mean()
             terms["loss"] = terms["loss"] + w.pointer * terms["pointer"]
+            spread = torch.cat(pointer_softmax)
+            if w.pointer_softmax > 0 and spread.numel():  # logged only when it trains
+                terms["pointer_softmax"] = spread.mean()
+                terms["loss"] = terms["loss"] + w.pointer_softmax * terms["pointer_softmax"]
         for name in ("expression", "motion"):
             if name in language:
                 terms[name] = language[name]

@@ -26,6 +26,10 @@ class LossWeights:
     # Ours: the [SEG] pointer's map of each query frame (glus.model.pointer) against the ground truth's share of
     # each visual token's cell (BCE); 0: the map trains through the mask loss alone.
     pointer: float = 0.0
+    # Ours: the same maps as one distribution over the frame's cells (softmax) against the ground truth's share of
+    # each cell, normalised (cross-entropy; frames without the object are skipped). BCE scores each cell alone, so
+    # a map that lights both look-alike twins costs little there; here mass on the twin is mass off the object.
+    pointer_softmax: float = 0.0
 
 
 def bce_per_mask(logits_NHW: torch.Tensor, targets_NHW: torch.Tensor) -> torch.Tensor:

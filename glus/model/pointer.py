@@ -67,3 +67,12 @@ def last_frame_tokens(hidden_NLD: torch.Tensor, input_ids_NL: torch.Tensor, imag
 def pointer_targets(masks_NHW: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """The share of each token's cell the mask covers: (N, rows, cols) in [0, 1]."""
     return F.adaptive_avg_pool2d(masks_NHW.float()[:, None], grid)[:, 0]
+
+
+def pointer_softmax_loss(logits_NRC: torch.Tensor, targets_NRC: torch.Tensor) -> torch.Tensor:
+    """(M,) cross-entropy of each map's softmax over its cells against the target shares normalised to sum to 1,
+    for the M maps whose target is not empty (an object out of the frame has nowhere to point)."""
+    t = targets_NRC.flatten(1).float()
+    present = t.sum(1) > 0
+    t = t[present] / t[present].sum(1, keepdim=True)
+    return -(t * F.log_softmax(logits_NRC.flatten(1)[present].float(), dim=1)).sum(1)
