@@ -176,18 +176,18 @@ class GLUS(nn.Module):
             if w.pointer > 0 or w.pointer_softmax > 0:  # each map against the ground truth's share of each cell
                 maps = out.pointer_logits[e].float()
                 shares = pointer_targets(gt, maps.shape[-2:])
-                pointer.append(bce_per_mask(maps, shares))
-                pointer_softmax.append(pointer_softmax_loss(maps, shares))
+                if w.pointer > 0:
+                    pointer.append(bce_per_mask(maps, shares))
+                if w.pointer_softmax > 0:
+                    pointer_softmax.append(pointer_softmax_loss(maps, shares))
         language = self.language_losses(out.lm_logits, out.lm_targets, out.seg_logits, batch, out.motion_logits)
         terms = {"ce": language["ce"], "bce": torch.cat(bce).mean(), "dice": torch.cat(dice).mean()}
         terms["loss"] = w.ce * terms["ce"] + w.bce * terms["bce"] + w.dice * terms["dice"]
-        if pointer:
-            terms["pointer"] = torch.cat(pointer).mean()
-            terms["loss"] = terms["loss"] + w.pointer * terms["pointer"]
-            spread = torch.cat(pointer_softmax)
-            if w.pointer_softmax > 0 and spread.numel():  # logged only when it trains
-                terms["pointer_softmax"] = spread.mean()
-                terms["loss"] = terms["loss"] + w.pointer_softmax * terms["pointer_softmax"]
+        for name, parts in (("pointer", pointer), ("pointer_softmax", pointer_softmax)):
+            per_map = torch.cat(parts) if parts else None
+            if per_map is not None and per_map.numel():  # none when every frame of the batch lacks its object
+                terms[name] = per_map.mean()
+                terms["loss"] = terms["loss"] + getattr(w, name) * terms[name]
         for name in ("expression", "motion"):
             if name in language:
                 terms[name] = language[name]
