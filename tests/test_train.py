@@ -214,3 +214,31 @@ def test_runs_compare_adds_the_control_and_prints_both(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "control: text blanked" in out and "0.200" in out
     assert [line.split() for line in out.splitlines() if line.startswith("motion")] == [["motion", "2", "0.600", "0.150"]]
+
+
+def test_runs_heldout_reports_each_kinds_largest_change_and_whether_it_holds(tmp_path, capsys):
+    from glus.train.report import heldout_table
+
+    def scored(name, jf, kinds):
+        folder = tmp_path / name
+        folder.mkdir()
+        by_kind = {k: {"j": v, "f": v, "jf": v, "count": 50} for k, v in kinds.items()}
+        (folder / "metrics.json").write_text(json.dumps({"j": jf, "f": jf, "jf": jf, "count": 100, "by_kind": by_kind}))
+        return folder
+
+    ref = scored("data_seed0", 0.70, {"appearance": 0.80, "motion": 0.60})
+    one = scored("data_seed1", 0.72, {"appearance": 0.88, "motion": 0.58})
+    two = scored("data_seed2", 0.69, {"appearance": 0.79, "motion": 0.56})
+    table = heldout_table(ref, [one, two], 0.05, tmp_path / "heldout.json")
+    rows = table["kinds"]
+    assert rows["appearance"]["largest_change"] == pytest.approx(0.08) and not rows["appearance"]["within"]
+    assert rows["motion"]["largest_change"] == pytest.approx(-0.04) and rows["motion"]["within"]
+    assert rows["all"]["heldout"] == [0.72, 0.69] and rows["all"]["within"]
+    assert json.loads((tmp_path / "heldout.json").read_text())["kinds"]["motion"]["within"] is True
+    out = capsys.readouterr().out
+    assert [line.split() for line in out.splitlines() if line.startswith("appearance")] == [
+        ["appearance", "50", "0.800", "0.880", "0.790", "+0.080", "NO"]]
+
+    (two / "metrics.json").write_text(json.dumps({"j": 0.7, "f": 0.7, "jf": 0.7, "count": 100, "by_kind": {}}))
+    with pytest.raises(MissingInputs, match="kind 'appearance' is missing from .*data_seed2"):
+        heldout_table(ref, [one, two])

@@ -1,5 +1,5 @@
 """`glus fit` (LightningCLI overrides travel in args.lightning_args: glus.cli.main puts them there) and
-`glus runs compare`."""
+`glus runs compare` / `glus runs heldout`."""
 from __future__ import annotations
 
 
@@ -15,6 +15,13 @@ def _runs_compare(args) -> int:
     from glus.train.report import merge_control
 
     merge_control(args.run, args.control)
+    return 0
+
+
+def _runs_heldout(args) -> int:
+    from glus.train.report import heldout_table
+
+    heldout_table(args.reference, args.heldout, args.tolerance, args.out)
     return 0
 
 
@@ -34,3 +41,10 @@ def add_parsers(sub) -> None:
     p.add_argument("run")
     p.add_argument("control")
     p.set_defaults(func=_runs_compare)
+    p = runs.add_parser("heldout", help="J&F per kind of one export on its data seed and on others (glus validate "
+                                        "folders), with the largest change of each kind")
+    p.add_argument("reference", help="glus validate folder of the export's own data seed")
+    p.add_argument("heldout", nargs="+", help="glus validate folders of other data seeds")
+    p.add_argument("--tolerance", type=float, default=0.05)
+    p.add_argument("--out", default=None, help="write the table as JSON here")
+    p.set_defaults(func=_runs_heldout)
