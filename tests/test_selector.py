@@ -32,10 +32,13 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def glus_export(tmp_path_factory):
+    """An untrained export of the embedded default's GLUS (its video projector and frame slots included: the
+    selector recipe must fit the export `make ablate` and `make train RECIPE=selector_synthetic` start from)."""
     from glus.model.export import export_untrained
 
-    return export_untrained(tmp_path_factory.mktemp("glus") / "export",
-                            {"seed": 0, "clip_image_size": 112, "sam_image_size": 128, "clip_resize": "squash"})
+    builder = yaml.safe_load((RECIPES / "synthetic.yaml").read_text())["model"]["init_args"]["builder"]
+    args = {k: v for k, v in builder["init_args"].items() if k != "mllm_init"}  # weights do not matter here
+    return export_untrained(tmp_path_factory.mktemp("glus") / "export", args)
 
 
 def write_labels(folder: Path, root: Path, videos: int = 3, seed: int = 0, drop: str | None = None,
