@@ -197,18 +197,20 @@ def test_deepspeed_zero2_fit_on_cpu(tmp_path):
     assert (tmp_path / "ds.ckpt").is_dir()  # a DeepSpeed checkpoint folder (per-rank optimizer shards)
 
 
+def scored_run(folder, jf, kinds, per_kind=2):
+    """A run folder whose metrics.json has overall J&F `jf` and, per kind, J = F = J&F = kinds[kind]."""
+    folder.mkdir()
+    by_kind = {k: {"j": v, "f": v, "jf": v, "count": per_kind} for k, v in kinds.items()}
+    metrics = {"j": jf, "f": jf, "jf": jf, "count": per_kind * len(kinds), "by_kind": by_kind}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
 def test_runs_compare_adds_the_control_and_prints_both(tmp_path, capsys):
     from glus.train.report import merge_control
 
-    def run(name, jf, kinds):
-        folder = tmp_path / name
-        folder.mkdir()
-        by_kind = {k: {"j": v, "f": v, "jf": v, "count": 2} for k, v in kinds.items()}
-        (folder / "metrics.json").write_text(json.dumps({"j": jf, "f": jf, "jf": jf, "count": 4, "by_kind": by_kind}))
-        return folder
-
-    main_run = run("main", 0.7, {"appearance": 0.8, "motion": 0.6})
-    merged = merge_control(main_run, run("control", 0.2, {"appearance": 0.25, "motion": 0.15}))
+    main_run = scored_run(tmp_path / "main", 0.7, {"appearance": 0.8, "motion": 0.6})
+    merged = merge_control(main_run, scored_run(tmp_path / "control", 0.2, {"appearance": 0.25, "motion": 0.15}))
     assert merged["control_blank_text"]["jf"] == 0.2 and merged["control_blank_text"]["by_kind"]["motion"]["jf"] == 0.15
     assert json.loads((main_run / "metrics.json").read_text()) == merged  # written back
     out = capsys.readouterr().out
@@ -219,16 +221,9 @@ def test_runs_compare_adds_the_control_and_prints_both(tmp_path, capsys):
 def test_runs_heldout_reports_each_kinds_largest_change_and_whether_it_holds(tmp_path, capsys):
     from glus.train.report import heldout_table
 
-    def scored(name, jf, kinds):
-        folder = tmp_path / name
-        folder.mkdir()
-        by_kind = {k: {"j": v, "f": v, "jf": v, "count": 50} for k, v in kinds.items()}
-        (folder / "metrics.json").write_text(json.dumps({"j": jf, "f": jf, "jf": jf, "count": 100, "by_kind": by_kind}))
-        return folder
-
-    ref = scored("data_seed0", 0.70, {"appearance": 0.80, "motion": 0.60})
-    one = scored("data_seed1", 0.72, {"appearance": 0.88, "motion": 0.58})
-    two = scored("data_seed2", 0.69, {"appearance": 0.79, "motion": 0.56})
+    ref = scored_run(tmp_path / "data_seed0", 0.70, {"appearance": 0.80, "motion": 0.60}, 50)
+    one = scored_run(tmp_path / "data_seed1", 0.72, {"appearance": 0.88, "motion": 0.58}, 50)
+    two = scored_run(tmp_path / "data_seed2", 0.69, {"appearance": 0.79, "motion": 0.56}, 50)
     table = heldout_table(ref, [one, two], 0.05, tmp_path / "heldout.json")
     rows = table["kinds"]
     assert rows["appearance"]["largest_change"] == pytest.approx(0.08) and not rows["appearance"]["within"]
