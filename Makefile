@@ -12,12 +12,16 @@ SYNTH_ARGS := --seed 0 --videos 256 --valid-per-kind 50
 # The generator's version joins the arguments in the folder's record, so that data written by an older generator
 # is rewritten (2: a motion phrase is used only where it fits its objects alone, `fitting_motions`).
 SYNTH_STAMP := $(SYNTH_ARGS) generator=2
-# The optional stages of the embedded default (recipes/pretrain/; README, "The embedded default"): `make pretrain`
-# trains them from their seeds into these folders; a recipe uses them with segmenter_init / mllm_init.
+# The stages of the embedded default (recipes/pretrain/; README, "The embedded default"): the segmenter and motion
+# stages are committed (`make segmenter-stage`, `make motion-stage` rebuild them), the alignment stage is optional
+# (`make pretrain`); a recipe uses them with segmenter_init / mllm_init.
 SEGMENTER := checkpoints/synthetic/segmenter
 MLLM := checkpoints/synthetic/mllm
 MOTION := checkpoints/synthetic/motion
 VOS_MEMORIES ?= none sam2_bank gated_linear mca
+# The long videos the VOS path is scored on for drift (J&F of each object's first and last 50 frames).
+LONG := data/synthetic_long
+LONG_ARGS := --seed 0 --videos 8 --frames 300
 RDS_RATIOS ?= 1.0 0.8 0.6
 RDS_FULL := runs/rds_synthetic_full/latest
 CONTROL ?= 1
@@ -35,7 +39,7 @@ export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test synth pretrain motion-stage check train heldout ablate eval bench gpu-check gpu-wheels pseudolabel clean-venv help
+.PHONY: install test synth pretrain motion-stage segmenter-stage check train heldout ablate eval bench gpu-check gpu-wheels pseudolabel clean-venv help
 
 help:
 	@echo "make install | test | synth | check | train [RECIPE=$(RECIPE)] [CONTROL=0] | eval [CKPT= BENCH= ROOT=] | bench"
@@ -43,7 +47,7 @@ help:
 	@echo "     train RECIPE=vos_synthetic [VOS_MEMORIES='$(VOS_MEMORIES)']   (the plain VOS path, one table)"
 	@echo "     train RECIPE=rds_synthetic [RDS_RATIOS='$(RDS_RATIOS)']   (RDS: J&F per kept-block ratio, one table)"
 	@echo "     train [SEED=N]   (the embedded default from another seed)  |  heldout [CKPT=]  |  ablate  |  pretrain"
-	@echo "     motion-stage   (rebuilds the committed stage the default starts from, checkpoints/synthetic/motion)"
+	@echo "     motion-stage | segmenter-stage   (rebuild the committed stages the default starts from, checkpoints/synthetic/)"
 	@echo "     gpu-check [DRY=1] [GPU_PY=python3]   (7B shapes, random weights, one CUDA GPU; DRY=1: tiny, CPU)"
 
 install: $(STAMP)
@@ -75,12 +79,10 @@ synth: install
 		rm -rf $(DATA) && $(BIN)/glus data synth --out $(DATA) $(SYNTH_ARGS) && \
 		echo "$(SYNTH_STAMP)" > $(DATA)/synth_args; }
 
-# The stages, each trained from its seed and copied to checkpoints/synthetic/: 1. the promptable segmenter
-# (clicks, boxes and masks on the first frame, tracking after); 2. the multimodal LM aligned on captions. They
-# train side by side, one thread each.
+# The optional alignment stage (not used by the default): the multimodal LM aligned on captions, trained from its
+# seed and copied to checkpoints/synthetic/mllm. (The segmenter stage has its own target, segmenter-stage.)
 pretrain: synth
-	$(call stage,segmenter_synthetic,$(SEGMENTER)) & s=$$!; $(call stage,mllm_synthetic,$(MLLM)) & m=$$!; \
-		wait $$s && wait $$m
+	$(call stage,mllm_synthetic,$(MLLM))
 # The motion stage the embedded default starts from (committed, 1 MB; about 5 hours on one core to rebuild).
 # 3a. recipes/pretrain/motion_stream_synthetic.yaml, stopped at MOTION_STEPS of its 12000-step schedule; 3b. the
 # name stage from 3a's export (recipes/pretrain/motion_name_synthetic.yaml), its whole 12000 steps.
@@ -93,6 +95,12 @@ MOTION_CONFIGS := --config recipes/pretrain/mllm_synthetic.yaml --config recipes
 motion-stage: synth
 	$(call stage_fit,$(MOTION_CONFIGS),motion_stream_synthetic,$(MOTION_STEPS),$(MOTION)_stream)
 	$(call stage_fit,$(MOTION_CONFIGS) --config recipes/pretrain/motion_name_synthetic.yaml,motion_name_synthetic,$(NAME_STEPS),$(MOTION))
+# The segmenter stage GLUS and the plain VOS path start from (committed, small): a tiny SAM-2 trained as SAM-2 is
+# trained, on streamed scenes (recipes/pretrain/segmenter_synthetic.yaml; README, "The segmenter stage"). Resumes
+# where it stopped. `make train` runs this target only when the folder is missing.
+SEGMENTER_STEPS ?= 10000
+segmenter-stage: synth
+	$(call stage_fit,--config recipes/pretrain/segmenter_synthetic.yaml,segmenter_synthetic,$(SEGMENTER_STEPS),$(SEGMENTER))
 stage_fit = OMP_NUM_THREADS=1 $(BIN)/glus fit $(1) --name $(2) --trainer.max_steps $(3) \
 	$$(ls runs/$(2)/latest/checkpoints/*.ckpt >/dev/null 2>&1 && echo --resume latest) \
 	--wandb disabled && rm -rf $(4).tmp && mkdir -p $(dir $(4)) && cp -rL runs/$(2)/latest/export $(4).tmp && \
@@ -120,6 +128,7 @@ train: install
 ifeq ($(RECIPE),synthetic)
 	@$(MAKE) --no-print-directory synth
 	@test -f $(MOTION)/heads.safetensors || $(MAKE) --no-print-directory motion-stage
+	@test -f $(SEGMENTER)/heads.safetensors || $(MAKE) --no-print-directory segmenter-stage
 ifeq ($(CONTROL),0)
 	$(SYNTH_FIT) --name $(RUN)
 else
@@ -143,9 +152,14 @@ else ifeq ($(RECIPE),selector_synthetic)
 		--out $(KF)_report
 else ifeq ($(RECIPE),vos_synthetic)
 	@$(MAKE) --no-print-directory synth
+	@test -f $(SEGMENTER)/heads.safetensors || $(MAKE) --no-print-directory segmenter-stage
+	@test "$$(cat $(LONG)/synth_args 2>/dev/null)" = "$(LONG_ARGS)" || { rm -rf $(LONG) && \
+		$(BIN)/glus data synth --out $(LONG) $(LONG_ARGS) && echo "$(LONG_ARGS)" > $(LONG)/synth_args; }
 	for m in $(VOS_MEMORIES); do \
-		$(BIN)/glus fit --config recipes/vos_synthetic.yaml --config recipes/memory/$${m}_tiny.yaml \
-			--name vos_synthetic_$$m || exit 1; done
+		test -f runs/vos_synthetic_$$m/latest/vos_metrics.json || $(BIN)/glus fit --config recipes/vos_synthetic.yaml \
+			--config recipes/memory/$${m}_tiny.yaml --name vos_synthetic_$$m || exit 1; \
+		$(BIN)/glus vos-eval --ckpt runs/vos_synthetic_$$m/latest/export --data mevis/valid_u --root $(LONG) \
+			--windows 50 --out runs/vos_synthetic_$$m/latest/long --quiet || exit 1; done
 	$(BIN)/glus vos-table $(foreach m,$(VOS_MEMORIES),$(m)=runs/vos_synthetic_$(m)/latest) --control none \
 		--out runs/vos_synthetic_table
 else ifeq ($(RECIPE),rds_synthetic)
@@ -197,6 +211,7 @@ ROW_e2e_memory := "6. 4 with the end-to-end memory (ours)"
 ablate: install
 	@$(MAKE) --no-print-directory synth
 	@test -f $(MOTION)/heads.safetensors || $(MAKE) --no-print-directory motion-stage
+	@test -f $(SEGMENTER)/heads.safetensors || $(MAKE) --no-print-directory segmenter-stage
 	@mkdir -p runs
 	for r in $(ABLATE_ROWS); do pids=""; for s in $(ABLATE_SEEDS); do \
 		test -f runs/ablate_$${r}_s$$s/latest/metrics.json || { OMP_NUM_THREADS=1 $(BIN)/glus fit --wandb disabled \

@@ -263,3 +263,57 @@ def test_the_no_memory_token_is_read_by_an_empty_state_only():
     assert not torch.allclose(before[0], after[0])
     for x, y in zip(before[1:], after[1:]):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+# ---- the read and the merge against naive forms -----------------------------------------------------------
+
+def _naive_attention(q_LD, k_SD, v_SE):
+    """softmax(q k^T / sqrt(d)) v, one query row at a time with an explicit softmax."""
+    rows = []
+    for q in q_LD:
+        scores = torch.stack([torch.dot(q, k) for k in k_SD]) / k_SD.size(1) ** 0.5
+        weights = torch.exp(scores - scores.max())
+        rows.append((weights[:, None] * v_SE).sum(0) / weights.sum())
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def test_a_read_attends_to_the_reference_dynamic_and_previous_frames_each_by_its_own_keys():
+    """Frames 0 (given mask), 1, 2, 3 written with delta 2 (training): reference 0, dynamic MCA(2, 1), short-term 3.
+    The read of frame 4 equals the naive form built from each frame's own features: keys key(feat_t), values of
+    feat_t and mask_t, the merge computed by hand (new + softmax(q(norm new) k(norm old)^T) FM(norm old), + MLP).
+    Keys of the wrong frame, a swapped merge or a missing frame change it."""
+    case = Case(seed=3, short_term=True, delta_train=2)
+    memory = case.memory
+    feats, pos, masks = case.inputs(5)
+    state = memory.reset(True, 5)
+    for t in range(4):
+        memory.write(state, t, feats[t], masks[t], is_cond=t == 0)
+    got = memory.read(state, 4, feats[4], pos)
+
+    def tokens(x):
+        return x[0].flatten(1).T  # (HW, D) of batch item 0
+
+    def frame(t):
+        keys = memory.key(tokens(feats[t]))
+        values = tokens(memory.values(feats[t], masks[t], None))
+        return keys, values
+
+    def merge(new, old):
+        mca = memory.mca
+        x, o = torch.cat(new, 1), mca.norm(torch.cat(old, 1))
+        H = case.H
+        context = tokens(mca.modulation(o.T.reshape(1, -1, H, H)))
+        x = x + _naive_attention(mca.q(mca.norm(x)), mca.k(o), context)
+        x = x + mca.mlp(x)
+        return x.split([memory.key_dim, memory.value_dim], 1)
+
+    dynamic = merge(frame(2), frame(1))
+    stored = [frame(0), dynamic, frame(3)]
+    keys = torch.cat([k for k, _ in stored])
+    values = torch.cat([v for _, v in stored])
+    x = tokens(feats[4])
+    x = x + memory.out(_naive_attention(memory.key(x), keys, values))
+    x = x + memory.mlp(x)
+    expected = x.T.reshape(1, case.C, case.H, case.H)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

@@ -115,7 +115,7 @@ def test_glus_starts_from_the_pretrained_segmenter(tmp_path, synth_root):
     override.write_text(yaml.safe_dump({
         "trainer": {"max_steps": 2, "log_every_n_steps": 1},
         "model": {"init_args": {"warmup_steps": 1, "total_steps": 2, "evaluation": None}},
-        "data": {"init_args": {"root": str(synth_root), "batch_size": 1, "steps_per_epoch": 2, "num_workers": 0,
+        "data": {"init_args": {"batch_size": 1, "steps_per_epoch": 2, "num_workers": 0,
                                "clip": {"num_frames": 3, "max_objects": 2, "sam_size": 128,
                                         "prompts": {"clicks": 0.5, "box": 0.5}}}}}))
     cli = fit(["--config", str(ROOT / "recipes" / "pretrain" / "segmenter_synthetic.yaml"), "--config", str(override)],
@@ -252,3 +252,50 @@ def test_sine_clip_positions_give_each_patch_a_distinct_code_of_the_asked_norm()
     built, _ = TinyGLUSBuilder(seed=0, clip_image_size=112, clip_positions=2.0).build()
     rows = built.mllm.vision_tower.embeddings.position_embedding.weight.detach()[1:]
     assert abs(float(rows.norm(dim=1).mean()) - 2.0) < 1e-4
+
+
+STAGE = ROOT / "checkpoints" / "synthetic" / "segmenter"
+# What GLUS trains that the segmenter stage never gives it: SAM-2's mask-prompt convolutions, which take the [SEG]
+# pointer's map (the stage prompts with clicks, boxes, or a mask taken as the output, never a mask prompt).
+GLUS_BEYOND_STAGE = {f"segmenter.sam.sam_prompt_encoder.mask_downscaling.{i}.{p}" for i in (0, 1, 3, 4, 6)
+                     for p in ("weight", "bias")}
+
+
+def _builder_args(recipe: str, *overlays: str) -> dict:
+    args = yaml.safe_load((ROOT / "recipes" / recipe).read_text())["model"]["init_args"]["builder"]["init_args"]
+    for overlay in overlays:
+        args.update(yaml.safe_load((ROOT / "recipes" / overlay).read_text())["model"]["init_args"]["builder"]
+                    ["init_args"])
+    return args
+
+
+def test_the_committed_segmenter_stage_loads_strictly_and_starts_glus_and_every_vos_memory():
+    """checkpoints/synthetic/segmenter loads as a plain VOS model with load_export's strict check (every trained
+    tensor in the file, none unknown); the default GLUS and the VOS recipe with each memory name it and hold every
+    tensor of it; what they train beyond it is named: GLUS' mask-prompt convolutions, a memory's own modules."""
+    from safetensors.torch import load_file
+
+    from glus.model.factory import TinyGLUSBuilder
+    from glus.model.load import load_export
+
+    heads = load_file(str(STAGE / "heads.safetensors"))
+    stage, _, stage_recipe = load_export(STAGE)
+    assert type(stage.segmenter.memory).__name__ == "SAM2MemoryBank" and len(heads) > 100
+    default = _builder_args("synthetic.yaml")
+    assert default["segmenter_init"] == "checkpoints/synthetic/segmenter"
+    assert default["memory"] == stage_recipe["model"]["init_args"]["builder"]["init_args"]["memory"]
+    glus, _ = TinyGLUSBuilder(**default).build()
+    own = dict(glus.named_parameters())
+    for name, value in heads.items():
+        assert torch.equal(own[name], value), name
+    beyond = {n for n, p in own.items() if p.requires_grad and n.startswith("segmenter.") and n not in heads}
+    assert beyond == GLUS_BEYOND_STAGE
+    for memory in ("none", "sam2_bank", "gated_linear", "mca"):
+        args = _builder_args("vos_synthetic.yaml", f"memory/{memory}_tiny.yaml")
+        assert args["init_from"] == "checkpoints/synthetic/segmenter" and not args["train_image_encoder"]
+        vos, _ = VOSBuilder(**args).build()
+        own = dict(vos.named_parameters())
+        for name, value in heads.items():
+            assert torch.equal(own[name], value), (memory, name)
+        beyond = {n.split(".")[1] for n, p in own.items() if p.requires_grad and n not in heads}
+        assert beyond == (set() if memory in ("none", "sam2_bank") else {"memory"}), memory

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from glus.data.clips import ClipSpec, load_frames
-from glus.data.synth.stream import SPLIT, StreamedClipDataset, jpeg_round_trip
+from glus.data.synth.stream import SPLIT, StreamedClipDataset, StreamedVOSClipDataset, jpeg_round_trip, objects_union
 from glus.data.synth.writer import make_video, write_mevis_split
 from glus.train.module import name_words, place
 from glus.vocabulary import DENSE_LABELS
@@ -35,7 +35,7 @@ def test_a_streamed_scene_reads_as_the_same_scene_written_to_disk(tmp_path):
     assert [e.text for e in exprs] == [r.text for r in video.referrals]
     for e, ref in zip(exprs, video.referrals):
         np.testing.assert_array_equal(reader.targets(e, list(frames)),
-                                      StreamedClipDataset._union(video, ref.obj_ids, list(frames)))
+                                      objects_union(video, ref.obj_ids, list(frames)))
     assert all(not np.array_equal(make_video(0, s, 3).frames[0], video.frames[0]) for s in ("train", "valid_u"))
 
 
@@ -54,6 +54,39 @@ def test_each_sample_is_a_function_of_its_index_with_captions_and_the_scenes_lab
     assert a["object_masks"].shape == (8, len(objects), 112, 112)
     assert [DENSE_LABELS["object"][k] for k in a["object_motions"].tolist()] == [
         (o.colour, o.shape, o.motion) for o in objects]
+
+
+def test_a_streamed_vos_clip_holds_the_written_scenes_frames_and_object_masks(tmp_path):
+    """The segmenter stage's samples: the frames and each chosen object's masks equal what the MeViS reader gets
+    from the same scene written to disk; the objects are visible on the clip's first frame; the frames step by
+    one stride within max_skip; a clicks/box prompt comes with each sample when asked."""
+    from glus.data.cache import load_split
+    from glus.data.masks import MaskReader
+    from glus.data.vos_clips import VOSClipSpec, video_objects
+
+    spec = VOSClipSpec(num_frames=6, max_objects=3, max_skip=3, sam_size=128, prompts={"clicks": 1.0})
+    data = StreamedVOSClipDataset(64, spec, seed=0, data_seed=0)
+    strides, sizes = set(), set()
+    for i in range(6):
+        item, video = data[i], make_video(0, "stream", i)
+        write_mevis_split(tmp_path / str(i), "train", [video], with_masks=True)
+        split = load_split(tmp_path / str(i), "mevis/train")
+        reader, frames = MaskReader(split), item["frames"]
+        named = {str(o): (e, o) for e, o in video_objects(split.by_video()[video.vid])}
+        expected = np.stack([np.stack([reader.object_mask(*named[o], f) for f in frames]) for o in item["objects"]])
+        np.testing.assert_array_equal(item["masks"].numpy(), expected)
+        assert expected[:, 0].reshape(len(expected), -1).any(1).all()
+        n = len(video.frames)  # a video shorter than the clip's span stops at its last frame
+        stride = [s for s in (1, 2, 3) if frames == [min(frames[0] + k * s, n - 1) for k in range(6)]]
+        assert stride, frames
+        strides.add(stride[0])
+        sizes.add(len(item["objects"]))
+        np.testing.assert_array_equal(load_frames(split.videos[video.vid], frames)[0],
+                                      jpeg_round_trip(video.frames[frames[0]]))
+        coords, labels = item["points"]
+        assert coords.shape[:2] == labels.shape and labels.shape[0] == len(item["objects"])
+        assert torch.equal(data[i]["masks"], item["masks"])
+    assert len(strides) > 1 and max(sizes) <= 3  # the strides vary
 
 
 def test_the_streamed_motion_stage_trains_on_the_samples_captions(tmp_path):

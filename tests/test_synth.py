@@ -140,3 +140,29 @@ def test_expression_kinds_say_what_tells_the_object_apart(synth_root):
     index = load_split(synth_root, "mevis/valid_u")
     assert set(kinds) == {(e.video, e.exp_id) for e in index.expressions}  # every expression, nothing more
     assert expression_kinds(synth_root / "refytvos/valid/missing.json") == {}
+
+
+def test_long_videos_cross_twins_and_bring_wanderers_back(tmp_path):
+    """`glus data synth --frames T`: in every long video the twins' left-right order swaps again and again (read
+    from their centres), and each wanderer is seen, lost and seen again (read from the drawn label maps); the
+    written masks are the label maps' objects, empty where an object is out of the frame."""
+    from glus.data.synth.long import LONG_KIND, make_long_video
+
+    assert main(["data", "synth", "--out", str(tmp_path), "--videos", "3", "--frames", "300"]) == 0
+    index = load_split(str(tmp_path), "mevis/valid_u")
+    reader = MaskReader(index)
+    for i in range(3):
+        video = make_long_video(0, i, 300)
+        objs = video.scene.objects
+        twins = [o for o in objs if (o.colour, o.shape) == (objs[0].colour, objs[0].shape)]
+        order = np.sign(twins[0].centres[:, 0] - twins[1].centres[:, 0])
+        assert len(twins) == 2 and np.count_nonzero(np.diff(order[order != 0])) >= 2
+        for o in (o for o in objs if o.motion == "wandering"):
+            seen = "".join("1" if (label == o.obj_id + 1).any() else "0" for label in video.labels)
+            assert "10" in seen and "01" in seen[seen.index("10"):], seen  # seen, lost, seen again
+        exprs = index.by_video()[video.vid]
+        assert [e.text for e in exprs] == [r.text for r in video.referrals] and len(exprs) == len(objs)
+        for e, o in zip(exprs, objs):
+            got = reader.targets(e, range(300))
+            assert np.array_equal(got, np.stack([label == o.obj_id + 1 for label in video.labels]))
+        assert set(expression_kinds(tmp_path / "mevis" / "valid_u" / "meta_expressions.json").values()) == {LONG_KIND}

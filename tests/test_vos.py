@@ -167,7 +167,7 @@ def test_fit_two_steps_and_the_export_reloads_as_a_vos_model(tmp_path, synth_roo
         "trainer": {"max_steps": 2, "log_every_n_steps": 1},
         "model": {"init_args": {"warmup_steps": 1, "total_steps": 2,
                                 "evaluation": {"root": str(synth_root), "split": SPLIT, "max_videos": 1}}},
-        "data": {"init_args": {"root": str(synth_root), "batch_size": 1, "steps_per_epoch": 2, "num_workers": 0,
+        "data": {"init_args": {"batch_size": 1, "steps_per_epoch": 2, "num_workers": 0,
                                "clip": {"num_frames": 3, "max_objects": 2, "sam_size": 128}}}}))
     cli = fit(["--config", str(ROOT / "recipes" / "vos_synthetic.yaml"), "--config", str(override),
                "--config", str(ROOT / "recipes" / "memory" / "mca_tiny.yaml")],
@@ -249,13 +249,17 @@ def test_sparse_gaps_blend_the_two_directions_by_distance(glus_setup, vos_export
     encode = encoder_of(vos, lambda t: load_frames(video, [t])[0])
     size = out[0].logits.shape[-2:]
 
-    def carried(anchor, frames):
-        res = {t: x for t, x, _, _ in run_order(vos, encode, out[anchor].logits > 0, frames, len(video.frames),
+    def carried(anchor, frames, t):
+        res = {f: x for f, x, _, _ in run_order(vos, encode, out[anchor].logits > 0, frames, len(video.frames),
                                                    joint_objects=False)}
-        return torch.nn.functional.interpolate(res[6][:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        return torch.nn.functional.interpolate(res[t][:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
 
-    expected = 0.5 * carried(4, [4, 5, 6, 7]) + 0.5 * carried(8, [8, 7, 6, 5])  # frame 6: halfway between 4 and 8
-    torch.testing.assert_close(out[6].logits, expected)
+    # frames 5, 6, 7 between anchors 4 and 8: the forward pass from 4 weighs 3/4, 1/2, 1/4 (the nearer anchor
+    # weighs more; at 6 alone swapped weights would pass)
+    for t, w in ((5, 0.75), (6, 0.5), (7, 0.25)):
+        forward, backward = carried(4, [4, 5, 6, 7], t), carried(8, [8, 7, 6, 5], t)
+        assert not torch.allclose(forward, backward)
+        torch.testing.assert_close(out[t].logits, w * forward + (1 - w) * backward)
 
 
 @pytest.mark.parametrize("memory", ["none", "sam2_bank", "gated_linear", "mca"])
@@ -298,3 +302,41 @@ def test_the_real_vos_recipe_parses_and_names_its_inputs(synth_root):
     data = instantiate(recipe["data"])
     data.setup("fit")
     assert len(data.dataset) > 0
+
+
+def test_drift_windows_score_from_each_objects_first_appearance_and_at_the_end():
+    """The object appears at frame 2: the first window is frames 2-3 (J 1 and 1/2: 0.75), not frames 0-1 where
+    both masks are empty (J 1); the last window is frames 4-5 (J 1 and 0)."""
+    from glus.eval.vos_eval import window_scores
+
+    gt = np.zeros((6, 4, 4), bool)
+    gt[2:, 0:2, 0:2] = True
+    pred = gt.copy()
+    pred[3, 0, :] = False  # half the object on frame 3: J 0.5
+    pred[5] = False        # lost on the last frame: J 0
+    first, last = window_scores("v", "0", pred, gt, 2)
+    assert first.j == pytest.approx(0.75) and first.frames == 2
+    assert last.j == pytest.approx(0.5) and last.frames == 2
+
+
+def test_the_vos_table_adds_each_runs_gain_over_the_control_and_its_drift_on_long_videos(tmp_path):
+    import json
+
+    from glus.eval.vos_eval import vos_table
+
+    def run(name, jf, long=None):
+        folder = tmp_path / name
+        (folder / "long").mkdir(parents=True)
+        metric = {"jf": jf, "j": jf - 0.01, "f": jf + 0.01, "by_kind": {"motion": {"jf": jf, "count": 3}}}
+        (folder / "vos_metrics.json").write_text(json.dumps(metric))
+        if long:
+            (folder / "long" / "vos_metrics.json").write_text(json.dumps(
+                {**metric, "first_50": {"jf": long[0]}, "last_50": {"jf": long[1]}}))
+        return folder
+
+    table = vos_table({"none": run("a", 0.25), "gated": run("b", 0.8, (0.9, 0.7))}, tmp_path / "t", control="none")
+    head, _, none, gated = table.splitlines()
+    assert head.endswith("| vs control | long: first 50 | last 50 | change |")
+    assert gated.endswith("| 0.800 (3) | +0.550 | 0.900 | 0.700 | -0.200 |")
+    assert none.endswith("| +0.000 | - | - | - |")
+    assert json.loads((tmp_path / "t.json").read_text())["gated"]["long"] == {"window": 50, "first": 0.9, "last": 0.7}

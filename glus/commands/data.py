@@ -7,6 +7,12 @@ import json
 def _data_synth(args) -> int:
     from glus.data.synth import write_synthetic
 
+    if args.frames is not None:
+        from glus.data.synth.long import write_long
+
+        n = write_long(args.out, seed=args.seed, videos=args.videos, num_frames=args.frames)
+        print(f"wrote {args.out}/mevis/valid_u: {n} long videos of {args.frames} frames")
+        return 0
     counts = write_synthetic(args.out, seed=args.seed, videos=args.videos, no_target_rate=args.no_target_rate,
                              valid_per_kind=args.valid_per_kind)
     print(f"wrote {args.out}/mevis and {args.out}/refytvos: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -44,6 +50,10 @@ def add_parsers(sub) -> None:
                         "of a quarter of the training videos' count")
     p.add_argument("--no-target-rate", type=float, default=0.0,
                    help="fraction of videos given a MeViS-v2 no-target expression")
+    p.add_argument("--frames", type=int, default=None, metavar="T",
+                   help="instead: --videos long videos of T frames (objects bounce, cross, leave and come back), "
+                        "into OUT/mevis/valid_u with masks, one expression per object, for drift "
+                        "(glus vos-eval --windows 50)")
     p.set_defaults(func=_data_synth)
 
     p = data.add_parser("check", help="validate a dataset folder; non-zero exit on any problem")

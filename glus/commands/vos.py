@@ -27,9 +27,14 @@ def _vos_eval(args) -> int:
             raise GlusError(f"--rds-choice: {args.ckpt} has no RDS router. Fix: leave the option out, or give an "
                             "RDS export (recipes/rds/)")
         model.segmenter.rds.choice = args.rds_choice
-    result = evaluate_vos(model, args.root, args.data, max_videos=args.max_videos, progress=not args.quiet)
+    result = evaluate_vos(model, args.root, args.data, max_videos=args.max_videos, progress=not args.quiet,
+                          windows=args.windows)
     write_vos_results(args.out, result)
     print(format_vos_table({args.ckpt: result}))
+    if args.windows:
+        first, last = result[f"first_{args.windows}"], result[f"last_{args.windows}"]
+        print(f"drift: J&F {first['jf']:.3f} over each object's first {args.windows} frames from its first "
+              f"appearance, {last['jf']:.3f} over the last {args.windows} ({last['jf'] - first['jf']:+.3f})")
     print(f"-> {args.out}/vos_metrics.json")
     return 0
 
@@ -73,6 +78,9 @@ def add_parsers(sub) -> None:
     split_args(p, "a split with ground truth, e.g. mevis/valid_u")
     p.add_argument("--out", required=True, help="folder for vos_metrics.json and vos_per_expression.csv")
     p.add_argument("--max-videos", type=int, default=None)
+    p.add_argument("--windows", type=int, default=None, metavar="W",
+                   help="also J&F over each expression's first W frames from its first appearance and over the last "
+                        "W frames of its video (drift on long videos: glus data synth --frames 300)")
     p.add_argument("--rds-choice", choices=("router", "random"), default=None,
                    help="RDS exports: the blocks each frame runs, the router's or as many drawn at random (a control)")
     p.add_argument("--quiet", action="store_true")

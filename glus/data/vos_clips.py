@@ -78,29 +78,45 @@ class VOSClipDataset(torch.utils.data.Dataset):
         spec = self.spec
         for _ in range(spec.tries):
             vid = self.videos[int(rng.integers(len(self.videos)))]
-            n = len(self.split.videos[vid].frames)
-            skip = int(rng.integers(1, spec.max_skip + 1))
-            span = min((spec.num_frames - 1) * skip + 1, n)
-            start = int(rng.integers(n - span + 1))
-            frames = [min(start + k * skip, n - 1) for k in range(spec.num_frames)]  # short videos repeat the end
+            frames = clip_frames(len(self.split.videos[vid].frames), spec, rng)
             objects = self.objects[vid]
             visible = [obj for obj, m in zip(objects, self._masks(vid, objects, frames[:1])) if m[0].any()]
             if visible:
-                chosen = rng.choice(len(visible), size=min(spec.max_objects, len(visible)), replace=False)
-                return vid, frames, [visible[int(c)] for c in sorted(chosen)]
+                return vid, frames, choose_objects(visible, spec, rng)
         raise DataError(f"sample {i}: no object visible on the first frame of {spec.tries} clips drawn",
                         file=self.split.root, fix="check the split's masks (glus data check)")
 
     def __getitem__(self, i: int) -> dict:
         vid, frames, objects = self.draw(i)
-        video = self.split.videos[vid]
-        pixels = load_frames(video, frames)
+        pixels = load_frames(self.split.videos[vid], frames)
         masks = self._masks(vid, objects, frames)
-        item = {"sam": sam_input(pixels, self.spec.sam_size), "masks": torch.from_numpy(masks), "video": vid,
-                "frames": frames, "objects": [str(o) for _, o in objects], "index": i}
-        if self.spec.prompts:
-            item["points"] = first_frame_prompt(masks[:, 0], self.spec, rng_for(self.seed, i, 2))
-        return item
+        return vos_item(pixels, masks, self.spec, rng_for(self.seed, i, 2), video=vid, frames=frames,
+                        objects=[str(o) for _, o in objects], index=i)
+
+
+def clip_frames(num_frames: int, spec: VOSClipSpec, rng: np.random.Generator) -> list[int]:
+    """spec.num_frames frames of a video of `num_frames`, a stride in 1..max_skip apart; a video shorter than
+    the clip repeats its last frame."""
+    skip = int(rng.integers(1, spec.max_skip + 1))
+    span = min((spec.num_frames - 1) * skip + 1, num_frames)
+    start = int(rng.integers(num_frames - span + 1))
+    return [min(start + k * skip, num_frames - 1) for k in range(spec.num_frames)]
+
+
+def choose_objects(visible: list, spec: VOSClipSpec, rng: np.random.Generator) -> list:
+    """Up to spec.max_objects of the objects visible on a clip's first frame, in their given order."""
+    chosen = rng.choice(len(visible), size=min(spec.max_objects, len(visible)), replace=False)
+    return [visible[int(c)] for c in sorted(chosen)]
+
+
+def vos_item(pixels_THWC: np.ndarray, masks_NTHW: np.ndarray, spec: VOSClipSpec, prompt_rng: np.random.Generator,
+             **about) -> dict:
+    """A training sample: SAM-2 inputs, the objects' masks, the first frame's prompt when spec.prompts asks
+    for one, and `about` (video, frames, objects, index: for logs and tests)."""
+    item = {"sam": sam_input(pixels_THWC, spec.sam_size), "masks": torch.from_numpy(masks_NTHW), **about}
+    if spec.prompts:
+        item["points"] = first_frame_prompt(masks_NTHW[:, 0], spec, prompt_rng)
+    return item
 
 
 def first_frame_prompt(masks_NHW: np.ndarray, spec: VOSClipSpec, rng: np.random.Generator):

@@ -135,7 +135,7 @@ def _default_dtype(dtype: torch.dtype | None):
 
 
 # The make target that rebuilds each committed or pretrained stage folder of the embedded default (Makefile).
-STAGE_TARGETS = {"segmenter": "make pretrain (recipes/pretrain/segmenter_synthetic.yaml)",
+STAGE_TARGETS = {"segmenter": "make segmenter-stage (recipes/pretrain/segmenter_synthetic.yaml)",
                  "mllm": "make pretrain (recipes/pretrain/mllm_synthetic.yaml)",
                  "motion": "make motion-stage (recipes/pretrain/motion_name_synthetic.yaml)",
                  "motion_stream": "make motion-stage (recipes/pretrain/motion_stream_synthetic.yaml)"}

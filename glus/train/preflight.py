@@ -19,7 +19,7 @@ DATA_HOW = {
 def required_inputs(config: dict) -> list[tuple[str, str]]:
     """(path, how to get it) from a fit config (LightningCLI's dict form)."""
     from glus.data.formats import parse_split
-    from glus.model.factory import stage_hint
+    from glus.model.factory import STAGE_TARGETS, stage_hint
 
     out = []
     builder = config.get("model", {}).get("init_args", {}).get("builder", {})
@@ -28,8 +28,9 @@ def required_inputs(config: dict) -> list[tuple[str, str]]:
     for key in ("lisa_folder", "sam_checkpoint", "clip_folder"):
         if paths.get(key):
             out.append((paths[key], how_w))
-    if paths.get("init_from"):  # the key-frame selector starts from a GLUS export
-        out.append((paths["init_from"], "make train (the synthetic GLUS export)"))
+    if paths.get("init_from"):  # the key-frame selector from a GLUS export, the VOS path from the segmenter stage
+        hint = STAGE_TARGETS.get(Path(paths["init_from"]).name, "make train (the synthetic GLUS export)")
+        out.append((paths["init_from"], hint))
     for key in ("segmenter_init", "mllm_init"):  # the tiny GLUS starts from the stages' exports
         if paths.get(key):
             out.append((paths[key], stage_hint(paths[key])))
@@ -39,7 +40,8 @@ def required_inputs(config: dict) -> list[tuple[str, str]]:
         if data.get("root"):
             out.append((data["root"], "the data root the pseudo-labels were made from (data_prep/README.md, or "
                                       "`glus data synth --out ROOT` for synthetic data)"))
-    splits = list(data.get("mix") or {}) + ([data["split"]] if data.get("split") else [])  # the VOS data: one split
+    # the VOS data: one split, or streamed scenes (no data read)
+    splits = list(data.get("mix") or {}) + ([data["split"]] if data.get("split") and not data.get("stream") else [])
     for split in splits:
         fmt, _ = parse_split(split)
         out.append((str(Path(data["root"]) / fmt), DATA_HOW[fmt]))

@@ -21,22 +21,31 @@ class VOSEvalSpec:
 
 
 class VOSDataModule(GLUSDataModule):
-    """Clips of one training split; run length, global batch and resumable order as GLUSDataModule."""
+    """Clips of one training split; run length, global batch and resumable order as GLUSDataModule. stream: each
+    sample a new synthetic scene instead (glus.data.synth.stream, scenes of data_seed that no written split
+    holds; root and split unused): for the segmenter stage and the synthetic VOS recipe, which would see the 256
+    written training videos for tens of epochs."""
 
     collate = staticmethod(collate_vos)
 
-    def __init__(self, root: str, split: str = "mevis/train", batch_size: int = 2, global_batch: int | None = None,
-                 steps_per_epoch: int = 100, num_workers: int = 1, seed: int = 0,
-                 clip: VOSClipSpec | dict | None = None):
-        super().__init__(root=root, mix={split: 1.0}, batch_size=batch_size, global_batch=global_batch,
+    def __init__(self, root: str | None = None, split: str = "mevis/train", batch_size: int = 2,
+                 global_batch: int | None = None, steps_per_epoch: int = 100, num_workers: int = 1, seed: int = 0,
+                 clip: VOSClipSpec | dict | None = None, stream: bool = False, data_seed: int = 0):
+        if not stream and not root:
+            raise GlusError("data.init_args.root is not set. Fix: the data root holding the split (e.g. "
+                            "data/synthetic), or stream: true for streamed synthetic scenes")
+        super().__init__(root=root or "", mix={split: 1.0}, batch_size=batch_size, global_batch=global_batch,
                          steps_per_epoch=steps_per_epoch, num_workers=num_workers, seed=seed)
-        self.split = split
+        self.split, self.stream, self.data_seed = split, stream, data_seed
         self.clip = VOSClipSpec(**clip) if isinstance(clip, dict) else (clip or VOSClipSpec())
 
     def setup(self, stage: str | None = None) -> None:
         from glus.data.cache import load_split
+        from glus.data.synth.stream import StreamedVOSClipDataset
 
-        if self.dataset is None:
+        if self.dataset is None and self.stream:
+            self.dataset = StreamedVOSClipDataset(self.total_samples(), self.clip, self.seed, self.data_seed)
+        elif self.dataset is None:
             index = load_split(self.root, self.split, on_error=self.on_error)
             self.dataset = VOSClipDataset(index, self.total_samples(), self.clip, self.seed)
 

@@ -33,6 +33,12 @@ def jpeg_round_trip(frame: np.ndarray, quality: int = 95) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def objects_union(video, obj_ids, frames) -> np.ndarray:
+    """bool (T, H, W): the given objects of a generated video in each frame (label maps hold obj_id + 1)."""
+    ids = [o + 1 for o in obj_ids]
+    return np.stack([np.isin(video.labels[f], ids) for f in frames])
+
+
 class StreamedClipDataset(torch.utils.data.Dataset):
     """The items of `ClipDataset` (same keys, same sampling of frames and expressions) plus "captions": the
     referred objects in full, which the caption and grounded expression targets read."""
@@ -63,7 +69,7 @@ class StreamedClipDataset(torch.utils.data.Dataset):
         ctx = train_context_frames(n, self.spec.num_context, rng)
         query = query_frames(n, self.spec.num_query, rng)
         frames = np.stack([jpeg_round_trip(video.frames[f]) for f in ctx + query])
-        masks = torch.stack([torch.from_numpy(self._union(video, refs[c].obj_ids, query)) for c in chosen])
+        masks = torch.stack([torch.from_numpy(objects_union(video, refs[c].obj_ids, query)) for c in chosen])
         extra = self._object_masks(video, ctx + query) if self.spec.object_motions else {}
         return {**extra,
             "clip": clip_input(frames, self.spec.clip_size, self.spec.clip_resize),
@@ -76,16 +82,44 @@ class StreamedClipDataset(torch.utils.data.Dataset):
             "index": i,
         }
 
-    @staticmethod
-    def _union(video, obj_ids, frames) -> np.ndarray:
-        """bool (T, H, W): the referred objects in each frame (label maps hold obj_id + 1)."""
-        ids = [o + 1 for o in obj_ids]
-        return np.stack([np.isin(video.labels[f], ids) for f in frames])
-
     def _object_masks(self, video, frames: list[int]) -> dict:
         """As `ClipDataset._object_masks`, for every object of the scene (the still grey bar included)."""
         objects = video.scene.objects
-        masks = np.stack([self._union(video, [o.obj_id], frames) for o in objects], 1)  # (F, O, H, W)
+        masks = np.stack([objects_union(video, [o.obj_id], frames) for o in objects], 1)  # (F, O, H, W)
         masks = clip_geometry(torch.from_numpy(masks).float(), self.spec.clip_size, self.spec.clip_resize)
         labels = [dense_class(self.spec.object_labels, o.colour, o.shape, o.motion) for o in objects]
         return {"object_masks": masks, "object_motions": torch.tensor(labels)}
+
+
+class StreamedVOSClipDataset(torch.utils.data.Dataset):
+    """Semi-supervised VOS clips (the items of `glus.data.vos_clips.VOSClipDataset`) of streamed scenes: sample i
+    is video i of the generator's "stream" split, cut as VOSClipDataset cuts a written video (a stride in
+    1..max_skip, up to max_objects of the objects visible on the first frame, its prompt). The objects are those
+    the scene's expressions name, as a written video's. For the segmenter stage, which would otherwise see the
+    same 256 videos for tens of epochs. Sample i is a pure function of (data_seed, seed, i)."""
+
+    def __init__(self, length: int, spec, seed: int = 0, data_seed: int = 0):
+        self.length, self.spec, self.seed, self.data_seed = length, spec, seed, data_seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        from glus.data.vos_clips import choose_objects, clip_frames, vos_item
+
+        video = make_video(self.data_seed, "stream", i)
+        rng = rng_for(self.seed, i)
+        named = sorted({o for r in video.referrals for o in r.obj_ids})
+        for _ in range(self.spec.tries):
+            frames = clip_frames(len(video.frames), self.spec, rng)
+            visible = [o for o in named if (video.labels[frames[0]] == o + 1).any()]
+            if visible:
+                break
+        else:
+            raise ValueError(f"streamed scene {i} (data seed {self.data_seed}): no named object visible on the "
+                             f"first frame of {self.spec.tries} clips drawn")
+        objects = choose_objects(visible, self.spec, rng)
+        masks = np.stack([objects_union(video, [o], frames) for o in objects])
+        pixels = np.stack([jpeg_round_trip(video.frames[f]) for f in frames])
+        return vos_item(pixels, masks, self.spec, rng_for(self.seed, i, 2), video=video.vid, frames=frames,
+                        objects=[str(o) for o in objects], index=i)

@@ -68,7 +68,12 @@ def _rle(mask: np.ndarray) -> dict:
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def write_mevis_split(out: Path, split: str, videos: list[SynthVideo], with_masks: bool) -> None:
+def write_mevis_split(out: Path, split: str, videos: list[SynthVideo], with_masks: bool,
+                      pixel_presence: bool = False) -> None:
+    """pixel_presence: an object is absent (null) only where it is outside the frame and none of its pixels is
+    drawn. Without it (generator 2, the written splits) absence is read off the geometry alone, which misses the
+    one-pixel column a shape rounds onto the frame's edge as it leaves (kept so that those splits stay as they
+    are; long videos, whose objects leave and come back hundreds of times, use it)."""
     folder = out / "mevis" / split
     meta, mask_dict, next_anno = {}, {}, 0
     for v in videos:
@@ -78,7 +83,9 @@ def write_mevis_split(out: Path, split: str, videos: list[SynthVideo], with_mask
         for obj in v.scene.objects:
             anno_of[obj.obj_id] = next_anno
             mask_dict[str(next_anno)] = [
-                _rle(label == obj.obj_id + 1) if obj.present(t, WIDTH, HEIGHT) else None  # absent: null
+                _rle(label == obj.obj_id + 1)
+                if obj.present(t, WIDTH, HEIGHT) or (pixel_presence and (label == obj.obj_id + 1).any())
+                else None  # absent: null
                 for t, label in enumerate(v.labels)]
             next_anno += 1
         exps = {}
