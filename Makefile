@@ -39,7 +39,7 @@ export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test synth pretrain motion-stage segmenter-stage check train heldout ablate eval bench gpu-check gpu-wheels pseudolabel clean-venv help
+.PHONY: install test synth pretrain motion-stage segmenter-stage check train heldout ablate eval sparse bench gpu-check gpu-wheels pseudolabel clean-venv help
 
 help:
 	@echo "make install | test | synth | check | train [RECIPE=$(RECIPE)] [CONTROL=0] | eval [CKPT= BENCH= ROOT=] | bench"
@@ -98,7 +98,7 @@ motion-stage: synth
 # The segmenter stage GLUS and the plain VOS path start from (committed, small): a tiny SAM-2 trained as SAM-2 is
 # trained, on streamed scenes (recipes/pretrain/segmenter_synthetic.yaml; README, "The segmenter stage"). Resumes
 # where it stopped. `make train` runs this target only when the folder is missing.
-SEGMENTER_STEPS ?= 10000
+SEGMENTER_STEPS ?= 8000
 segmenter-stage: synth
 	$(call stage_fit,--config recipes/pretrain/segmenter_synthetic.yaml,segmenter_synthetic,$(SEGMENTER_STEPS),$(SEGMENTER))
 stage_fit = OMP_NUM_THREADS=1 $(BIN)/glus fit $(1) --name $(2) --trainer.max_steps $(3) \
@@ -263,6 +263,20 @@ eval: install
 	else \
 		$(BIN)/glus submit --pred $(PRED) --data $(BENCH) --root $(ROOT) --out $(PRED).zip; \
 	fi
+
+# Sparse mode on the whole synthetic valid_u, per kind: GLUS (CKPT) on every frame with the streaming engine, then
+# on every K-th frame of a pass with the plain VOS export (SPARSE_VOS) in between (runs/sparse/every<K>.json).
+SPARSE_K ?= 4 8
+SPARSE_VOS ?= runs/vos_synthetic_gated_linear/latest/export
+sparse: install
+	$(BIN)/glus predict --ckpt $(CKPT) --data mevis/valid_u --root $(DATA) --out runs/sparse/every1 --quiet
+	$(BIN)/glus evaluate --pred runs/sparse/every1 --data mevis/valid_u --root $(DATA) \
+		--out-json runs/sparse/every1.json --quiet
+	for k in $(SPARSE_K); do \
+		$(BIN)/glus predict --ckpt $(CKPT) --data mevis/valid_u --root $(DATA) --mode sparse --every $$k \
+			--vos $(SPARSE_VOS) --out runs/sparse/every$$k --quiet && \
+		$(BIN)/glus evaluate --pred runs/sparse/every$$k --data mevis/valid_u --root $(DATA) \
+			--out-json runs/sparse/every$$k.json --quiet || exit 1; done
 
 # Figures, not tests: engine vs faithful loop speed, peak memory of streaming prediction (runs/bench/bench.json).
 bench: install

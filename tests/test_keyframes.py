@@ -178,7 +178,7 @@ def test_selector_quality_spearman_and_hit_rate_by_hand():
 
 def test_without_memory_a_frames_mask_does_not_depend_on_where_the_pass_starts(setup):
     _, index, _, model, tokenizer = setup
-    from glus.eval.keyframe_report import memory_off
+    from glus.model.memory import memory_off
 
     vid = max(index.videos, key=lambda v: len(index.videos[v].frames))
     video, text = index.videos[vid], [e.text for e in index.expressions if e.video == vid][:1]

@@ -85,6 +85,11 @@ def test_a_batch_with_different_decisions_equals_its_frames_one_by_one():
 def test_training_gate_is_straight_through_and_the_budget_loss_by_hand():
     assert float(budget_loss(torch.tensor([[0.5, 1.0]]), 0.5)) == pytest.approx(0.0625)
     assert top_k_keep(torch.tensor([[0.1, 3.0, -1.0, 2.0]]), 0.5).tolist() == [[0, 1, 0, 1]]
+    # 8 skippable blocks (the deep tiny encoder) at the recipes' 0.8 and 0.6: round(6.4) = 6, round(4.8) = 5
+    # blocks kept, the largest logits (counted by hand; a floor would keep 4 at 0.6, a ceil 7 at 0.8)
+    logits = torch.tensor([[0.3, -2.0, 1.5, 0.9, -0.4, 2.2, 0.0, 1.1]])
+    assert top_k_keep(logits, 0.8).tolist() == [[1, 0, 1, 1, 0, 1, 1, 1]]
+    assert top_k_keep(logits, 0.6).tolist() == [[1, 0, 1, 1, 0, 1, 0, 1]]
     seg = _segmenter(rds={"keep_ratio": 0.5})
     seg.train()
     x = torch.randn(3, 3, 128, 128)

@@ -203,3 +203,23 @@ def test_the_written_data_overlay_trains_the_default_on_the_written_videos(tmp_p
     sample = data.dataset[0]
     assert sample["ids"][0][0] == "mevis/train" and sample["ids"][0][1].startswith("train_")  # a written video
     assert sample["object_motions"].numel() > 0
+
+
+def test_a_clip_schedule_changes_the_clips_from_its_steps_on():
+    """Sample i belongs to optimiser step i // samples_per_step; from each entry's step its fields replace the
+    spec's, cumulatively; a wrong entry is refused with the fix."""
+    from glus.data.errors import DataError
+    from glus.data.vos_clips import VOSClipSpec
+
+    spec = VOSClipSpec(num_frames=8, max_skip=3, sam_size=128, prompts={"mask": 0.5, "clicks": 0.5},
+                       schedule=[{"from_step": 10, "num_frames": 4}, {"from_step": 0, "num_frames": 2,
+                                                                       "prompts": {"mask": 1.0}}])
+    assert (spec.at_step(0).num_frames, spec.at_step(0).prompts, spec.at_step(0).max_skip) == (2, {"mask": 1.0}, 3)
+    assert (spec.at_step(9).num_frames, spec.at_step(10).num_frames, spec.at_step(10).prompts) == (2, 4, {"mask": 1.0})
+    data = StreamedVOSClipDataset(64, spec, seed=0, data_seed=0, samples_per_step=2)
+    assert [len(data[i]["frames"]) for i in (0, 19, 20, 63)] == [2, 2, 4, 4]
+    assert data[3]["points"] is None  # the mask only, from the schedule's first entry
+    with pytest.raises(DataError, match="from_step"):
+        VOSClipSpec(schedule=[{"num_frames": 2}])
+    with pytest.raises(DataError, match="from_step"):
+        VOSClipSpec(schedule=[{"from_step": 0, "frames": 2}])

@@ -10,15 +10,24 @@ from glus.commands.common import prediction_args, split_args
 
 
 def _evaluate(args) -> int:
+    from pathlib import Path
+
     from glus.data.cache import load_split
+    from glus.data.synth.language import expression_kinds
     from glus.eval.evaluate import evaluate, print_table, write_results
+    from glus.eval.metrics import by_kind
 
     index = load_split(args.root, args.data)
     results, scored = evaluate(args.pred, index, missing=args.missing, workers=args.workers,
                                progress=not args.quiet)
+    kinds = expression_kinds(Path(args.root) / args.data / "meta_expressions.json")  # synthetic data only
+    if kinds:
+        results["by_kind"] = by_kind(scored.scores, kinds)
     default = f"{args.pred.rstrip('/')}/results_{args.data.replace('/', '_')}.json"
     out_json, out_csv = write_results(results, scored, args.out_json or default)
     print_table(results)
+    for kind, m in results.get("by_kind", {}).items():
+        print(f"  {kind:12} J&F {m['jf']:.3f} ({m['count']})")
     print(f"wrote {out_json} and {out_csv}")
     return 0
 
@@ -77,6 +86,7 @@ def _validate(args) -> int:
     """The clip-wise J&F `glus fit` reports (glus.eval.chunked), of an export on any split with ground truth: e.g.
     the embedded default on synthetic videos of another data seed (held-out behaviour)."""
     import inspect
+    from contextlib import nullcontext
     from pathlib import Path
 
     from glus.data.cache import load_split
@@ -85,6 +95,7 @@ def _validate(args) -> int:
     from glus.eval.chunked import evaluate_split
     from glus.eval.metrics import aggregate_mean, by_kind
     from glus.model.load import load_export
+    from glus.model.memory import memory_off
     from glus.model.mllm import PromptBuilder
     from glus.train.module import GLUSModule, write_results
 
@@ -94,9 +105,11 @@ def _validate(args) -> int:
     prompts = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(), num_context=hp["num_context"],
                             label_mode=hp["label_mode"], template=model.template)
     index = load_split(args.root, args.data)
-    scores, kept = evaluate_split(model, prompts, index, MaskReader(index), hp["num_context"], hp["num_query"],
-                                  args.max_videos, keep_predictions=args.overlays)
-    metrics = {**aggregate_mean(scores), "split": args.data, "root": str(args.root), "ckpt": str(args.ckpt)}
+    with memory_off(model) if args.memory_off else nullcontext():
+        scores, kept = evaluate_split(model, prompts, index, MaskReader(index), hp["num_context"], hp["num_query"],
+                                      args.max_videos, keep_predictions=args.overlays)
+    metrics = {**aggregate_mean(scores), "split": args.data, "root": str(args.root), "ckpt": str(args.ckpt),
+               "memory": "off" if args.memory_off else "on"}
     kinds = expression_kinds(Path(args.root) / args.data / "meta_expressions.json")
     if kinds:
         metrics["by_kind"] = by_kind(scores, kinds)
@@ -115,6 +128,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="folder for metrics.json, per_expression.csv and overlays/")
     p.add_argument("--max-videos", type=int, default=None)
     p.add_argument("--overlays", type=int, default=0, help="overlay GIFs of the first N expressions")
+    p.add_argument("--memory-off", action="store_true",
+                   help="the control: the export with no memory (every frame decoded as the first of a pass)")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("evaluate", help="J, F, J&F (A, R for ReVOS) of a prediction folder with official aggregation")

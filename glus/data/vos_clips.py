@@ -8,7 +8,7 @@ of (seed, i), as every dataset of glus.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -33,6 +33,10 @@ class VOSClipSpec:
     prompts: dict | None = None
     max_clicks: int = 3
     box_noise: float = 0.1   # box corners move by up to this fraction of the box's side
+    # A curriculum: [{from_step: S, field: value, ...}, ...]; from optimiser step S on, these fields (num_frames,
+    # max_skip, max_objects, prompts) replace the ones above. A tiny SAM-2 trained from scratch on long clips
+    # segments every object and never learns to track; on 2-frame clips it learns to within a thousand steps.
+    schedule: list | None = None
 
     def __post_init__(self):
         if self.prompts is not None:
@@ -40,9 +44,28 @@ class VOSClipSpec:
             if unknown or not sum(self.prompts.values()) > 0 or min(self.prompts.values()) < 0:
                 raise DataError(f"clip.prompts {self.prompts}: kinds are {list(PROMPT_KINDS)} with probabilities "
                                 ">= 0 that do not all vanish", fix="e.g. {mask: 0.2, clicks: 0.4, box: 0.4}")
+        for entry in self.schedule or []:
+            unknown = sorted(set(entry) - {"from_step", *SCHEDULED})
+            if unknown or not isinstance(entry.get("from_step"), int):
+                raise DataError(f"clip.schedule entry {entry}: each needs from_step (an optimiser step) and may set "
+                                f"{list(SCHEDULED)}", fix="e.g. [{from_step: 0, num_frames: 2}, {from_step: 1500, "
+                                "num_frames: 8}]")
+
+    def at_step(self, step: int) -> "VOSClipSpec":
+        """The spec in force at optimiser step `step`: the schedule's entries up to it applied in order."""
+        changes = {}
+        for entry in sorted(self.schedule or [], key=lambda e: e["from_step"]):
+            if entry["from_step"] <= step:
+                changes.update({k: v for k, v in entry.items() if k != "from_step"})
+        if not changes:
+            return self
+        spec = replace(self, **changes, schedule=None)
+        spec.__post_init__()
+        return spec
 
 
 PROMPT_KINDS = ("mask", "clicks", "box")
+SCHEDULED = ("num_frames", "max_skip", "max_objects", "prompts")
 
 
 def video_objects(exprs: list[Expression]) -> list[tuple[Expression, object]]:
@@ -57,8 +80,10 @@ def video_objects(exprs: list[Expression]) -> list[tuple[Expression, object]]:
 
 
 class VOSClipDataset(torch.utils.data.Dataset):
-    def __init__(self, split: SplitIndex, length: int, spec: VOSClipSpec, seed: int = 0):
+    def __init__(self, split: SplitIndex, length: int, spec: VOSClipSpec, seed: int = 0, samples_per_step: int = 1):
+        """samples_per_step: sample i belongs to optimiser step i // samples_per_step (the spec's schedule)."""
         self.split, self.length, self.spec, self.seed = split, length, spec, seed
+        self.samples_per_step = samples_per_step
         self.reader = MaskReader(split)
         groups = split.by_video()
         self.objects = {v: video_objects(groups[v]) for v in sorted(groups)}
@@ -75,7 +100,7 @@ class VOSClipDataset(torch.utils.data.Dataset):
     def draw(self, i: int) -> tuple[str, list[int], list[tuple]]:
         """(video, frames, objects) of sample i."""
         rng = rng_for(self.seed, i)
-        spec = self.spec
+        spec = self.spec.at_step(i // self.samples_per_step)
         for _ in range(spec.tries):
             vid = self.videos[int(rng.integers(len(self.videos)))]
             frames = clip_frames(len(self.split.videos[vid].frames), spec, rng)
@@ -90,7 +115,8 @@ class VOSClipDataset(torch.utils.data.Dataset):
         vid, frames, objects = self.draw(i)
         pixels = load_frames(self.split.videos[vid], frames)
         masks = self._masks(vid, objects, frames)
-        return vos_item(pixels, masks, self.spec, rng_for(self.seed, i, 2), video=vid, frames=frames,
+        spec = self.spec.at_step(i // self.samples_per_step)
+        return vos_item(pixels, masks, spec, rng_for(self.seed, i, 2), video=vid, frames=frames,
                         objects=[str(o) for _, o in objects], index=i)
 
 

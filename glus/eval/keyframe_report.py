@@ -21,7 +21,7 @@ Every step writes into OUT and is resumable (the jobs skip what is done), so a r
 from __future__ import annotations
 
 import shutil
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -37,27 +37,12 @@ from glus.infer.jobs import SETTINGS, JobSettingsError, read_job
 from glus.infer.keyframe_job import key_frames, scores_dir
 from glus.infer.keyframes import read_keyframes, write_keyframes
 from glus.infer.predict import predict_split
+from glus.model.memory import memory_off
 from glus.io import atomic_write_json, atomic_write_text
 
 HIT_TOLERANCE = 0.05
 STARTS = ("first", "selector", "oracle", "oracle_present")
 NO_MEMORY = "first_no_memory"  # the control: if it scores like "first", the memory carries nothing between frames
-
-
-@contextmanager
-def memory_off(model):
-    """The model with `NoMemory` in place of its memory, for the control row; the memory is put back after."""
-    from glus.model.memory import NoMemory
-
-    seg = model.segmenter
-    original, control = seg.memory, NoMemory()
-    control.bind(seg.sam)
-    seg.memory = control
-    try:
-        yield model
-    finally:
-        seg.memory = original
-        original.bind(seg.sam)
 
 
 def spearman(a: pd.Series, b: pd.Series) -> float:

@@ -43,11 +43,12 @@ class VOSDataModule(GLUSDataModule):
         from glus.data.cache import load_split
         from glus.data.synth.stream import StreamedVOSClipDataset
 
+        per_step = self.samples_per_step()  # the clip spec's schedule counts optimiser steps
         if self.dataset is None and self.stream:
-            self.dataset = StreamedVOSClipDataset(self.total_samples(), self.clip, self.seed, self.data_seed)
+            self.dataset = StreamedVOSClipDataset(self.total_samples(), self.clip, self.seed, self.data_seed, per_step)
         elif self.dataset is None:
             index = load_split(self.root, self.split, on_error=self.on_error)
-            self.dataset = VOSClipDataset(index, self.total_samples(), self.clip, self.seed)
+            self.dataset = VOSClipDataset(index, self.total_samples(), self.clip, self.seed, per_step)
 
 
 class VOSModule(TrainingBase):
@@ -80,8 +81,9 @@ class VOSModule(TrainingBase):
         if spec is not None and getattr(spec, "sam_size", size) != size:
             raise GlusError(f"data.init_args.clip.sam_size {spec.sam_size} disagrees with the model's SAM-2 input "
                             f"size {size}. Fix: set them equal (or link them with a YAML anchor)")
-        prompts = getattr(spec, "prompts", None) or {}
-        if any(p > 0 for kind, p in prompts.items() if kind != "mask") and not self.model.prompted:
+        prompts = [getattr(spec, "prompts", None) or {}] + [e.get("prompts") or {} for e in getattr(spec, "schedule",
+                                                                                                    None) or []]
+        if any(p > 0 for given in prompts for kind, p in given.items() if kind != "mask") and not self.model.prompted:
             raise GlusError("data.init_args.clip.prompts gives clicks or boxes but the model is not promptable. "
                             "Fix: set model.init_args.builder.init_args.prompted: true")
 

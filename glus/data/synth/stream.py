@@ -98,8 +98,10 @@ class StreamedVOSClipDataset(torch.utils.data.Dataset):
     the scene's expressions name, as a written video's. For the segmenter stage, which would otherwise see the
     same 256 videos for tens of epochs. Sample i is a pure function of (data_seed, seed, i)."""
 
-    def __init__(self, length: int, spec, seed: int = 0, data_seed: int = 0):
+    def __init__(self, length: int, spec, seed: int = 0, data_seed: int = 0, samples_per_step: int = 1):
+        """samples_per_step: sample i belongs to optimiser step i // samples_per_step (the spec's schedule)."""
         self.length, self.spec, self.seed, self.data_seed = length, spec, seed, data_seed
+        self.samples_per_step = samples_per_step
 
     def __len__(self) -> int:
         return self.length
@@ -109,17 +111,18 @@ class StreamedVOSClipDataset(torch.utils.data.Dataset):
 
         video = make_video(self.data_seed, "stream", i)
         rng = rng_for(self.seed, i)
+        spec = self.spec.at_step(i // self.samples_per_step)
         named = sorted({o for r in video.referrals for o in r.obj_ids})
-        for _ in range(self.spec.tries):
-            frames = clip_frames(len(video.frames), self.spec, rng)
+        for _ in range(spec.tries):
+            frames = clip_frames(len(video.frames), spec, rng)
             visible = [o for o in named if (video.labels[frames[0]] == o + 1).any()]
             if visible:
                 break
         else:
             raise ValueError(f"streamed scene {i} (data seed {self.data_seed}): no named object visible on the "
-                             f"first frame of {self.spec.tries} clips drawn")
-        objects = choose_objects(visible, self.spec, rng)
+                             f"first frame of {spec.tries} clips drawn")
+        objects = choose_objects(visible, spec, rng)
         masks = np.stack([objects_union(video, [o], frames) for o in objects])
         pixels = np.stack([jpeg_round_trip(video.frames[f]) for f in frames])
-        return vos_item(pixels, masks, self.spec, rng_for(self.seed, i, 2), video=video.vid, frames=frames,
+        return vos_item(pixels, masks, spec, rng_for(self.seed, i, 2), video=video.vid, frames=frames,
                         objects=[str(o) for o in objects], index=i)

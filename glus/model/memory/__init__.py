@@ -1,8 +1,25 @@
+from contextlib import contextmanager
+
 from glus.model.memory.base import Memory, MemoryState
 from glus.model.memory.sam2_bank import SAM2BankState, SAM2MemoryBank, memory_steps
 from glus.model.memory.none import NoMemory
 from glus.model.memory.gated_linear import GatedLinearMemory, GatedLinearState
 from glus.model.memory.mca import MCAMemory, MCAState
+
+
+@contextmanager
+def memory_off(model):
+    """`model` (whose `segmenter` holds a memory) with `NoMemory` in its place, every frame decoded as the first of
+    a pass: the control that says whether the memory carries anything between frames. Put back after."""
+    seg = model.segmenter
+    original, control = seg.memory, NoMemory()
+    control.bind(seg.sam)
+    seg.memory = control
+    try:
+        yield model
+    finally:
+        seg.memory = original
+        original.bind(seg.sam)
 
 
 def build_memory(spec=None) -> Memory:
@@ -29,4 +46,4 @@ def build_memory(spec=None) -> Memory:
 
 
 __all__ = ["MCAMemory", "MCAState", "GatedLinearMemory", "GatedLinearState", "Memory", "MemoryState", "NoMemory", "SAM2BankState",
-           "SAM2MemoryBank", "build_memory", "memory_steps"]
+           "SAM2MemoryBank", "build_memory", "memory_off", "memory_steps"]
