@@ -198,8 +198,13 @@ def test_validate_scores_an_export_per_kind_as_training_does(tmp_path):
     assert main(["validate", "--ckpt", str(export), "--data", "mevis/valid_u", "--root", str(base / "data"),
                  "--out", str(tmp_path / "val"), "--max-videos", "2"]) == 0
     metrics = json.loads((tmp_path / "val" / "metrics.json").read_text())
-    assert 0 <= metrics["jf"] <= 1 and metrics["by_kind"]
+    assert 0 <= metrics["jf"] <= 1 and metrics["by_kind"] and metrics["memory"] == "on"
     assert sum(m["count"] for m in metrics["by_kind"].values()) == metrics["count"]
+    # the control without memory scores the same expressions with other masks (the export's memory is used)
+    assert main(["validate", "--ckpt", str(export), "--data", "mevis/valid_u", "--root", str(base / "data"),
+                 "--out", str(tmp_path / "off"), "--max-videos", "2", "--memory-off"]) == 0
+    off = json.loads((tmp_path / "off" / "metrics.json").read_text())
+    assert off["memory"] == "off" and off["count"] == metrics["count"] and off["jf"] != metrics["jf"]
 
 
 @pytest.mark.parametrize("row", ["query_only", "context", "memory", "contrastive", "e2e_memory"])
