@@ -266,9 +266,10 @@ eval: install
 	fi
 
 # Sparse mode on the whole synthetic valid_u, per kind: GLUS (CKPT) on every frame with the streaming engine, then
-# on every K-th frame of a pass with the plain VOS export (SPARSE_VOS) in between (runs/sparse/every<K>.json).
+# on every K-th frame of a pass with the plain VOS export (SPARSE_VOS; the SAM-2 bank's, the VOS path that tracks
+# best) in between (runs/sparse/every<K>.json).
 SPARSE_K ?= 4 8
-SPARSE_VOS ?= runs/vos_synthetic_gated_linear/latest/export
+SPARSE_VOS ?= runs/vos_synthetic_sam2_bank/latest/export
 sparse: install
 	$(BIN)/glus predict --ckpt $(CKPT) --data mevis/valid_u --root $(DATA) --out runs/sparse/every1 --quiet
 	$(BIN)/glus evaluate --pred runs/sparse/every1 --data mevis/valid_u --root $(DATA) \
