@@ -44,6 +44,8 @@ class VOSClipSpec:
             if unknown or not sum(self.prompts.values()) > 0 or min(self.prompts.values()) < 0:
                 raise DataError(f"clip.prompts {self.prompts}: kinds are {list(PROMPT_KINDS)} with probabilities "
                                 ">= 0 that do not all vanish", fix="e.g. {mask: 0.2, clicks: 0.4, box: 0.4}")
+        if self.schedule:  # in step order, once: at_step runs for every sample
+            self.schedule = sorted(self.schedule, key=lambda e: e.get("from_step", 0))
         for entry in self.schedule or []:
             unknown = sorted(set(entry) - {"from_step", *SCHEDULED})
             if unknown or not isinstance(entry.get("from_step"), int):
@@ -54,7 +56,7 @@ class VOSClipSpec:
     def at_step(self, step: int) -> "VOSClipSpec":
         """The spec in force at optimiser step `step`: the schedule's entries up to it applied in order."""
         changes = {}
-        for entry in sorted(self.schedule or [], key=lambda e: e["from_step"]):
+        for entry in self.schedule or []:
             if entry["from_step"] <= step:
                 changes.update({k: v for k, v in entry.items() if k != "from_step"})
         if not changes:
@@ -97,8 +99,8 @@ class VOSClipDataset(torch.utils.data.Dataset):
     def _masks(self, vid: str, objects, frames: list[int]) -> np.ndarray:
         return np.stack([np.stack([self.reader.object_mask(e, o, f) for f in frames]) for e, o in objects])
 
-    def draw(self, i: int) -> tuple[str, list[int], list[tuple]]:
-        """(video, frames, objects) of sample i."""
+    def draw(self, i: int) -> tuple[str, list[int], list[tuple], VOSClipSpec]:
+        """(video, frames, objects, the clip spec in force) of sample i."""
         rng = rng_for(self.seed, i)
         spec = self.spec.at_step(i // self.samples_per_step)
         for _ in range(spec.tries):
@@ -107,15 +109,14 @@ class VOSClipDataset(torch.utils.data.Dataset):
             objects = self.objects[vid]
             visible = [obj for obj, m in zip(objects, self._masks(vid, objects, frames[:1])) if m[0].any()]
             if visible:
-                return vid, frames, choose_objects(visible, spec, rng)
+                return vid, frames, choose_objects(visible, spec, rng), spec
         raise DataError(f"sample {i}: no object visible on the first frame of {spec.tries} clips drawn",
                         file=self.split.root, fix="check the split's masks (glus data check)")
 
     def __getitem__(self, i: int) -> dict:
-        vid, frames, objects = self.draw(i)
+        vid, frames, objects, spec = self.draw(i)
         pixels = load_frames(self.split.videos[vid], frames)
         masks = self._masks(vid, objects, frames)
-        spec = self.spec.at_step(i // self.samples_per_step)
         return vos_item(pixels, masks, spec, rng_for(self.seed, i, 2), video=vid, frames=frames,
                         objects=[str(o) for _, o in objects], index=i)
 

@@ -11,11 +11,15 @@ directions, so the twins cross again and again; a grey bar hides what passes beh
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+from tqdm import tqdm
 
 from glus.data.synth.language import Referral
 from glus.data.synth.render import render
 from glus.data.synth.scene import COLOURS, SHAPES, Scene, SceneObject, _occluder
+from glus.data.synth.writer import HEIGHT, WIDTH, SynthVideo, write_mevis_split
 
 LONG_KIND = "long"  # the kind the expressions of a long video carry (one per object)
 LONG_SALT = 5       # the long videos' seed salt: none of them is a scene of the written or streamed splits
@@ -97,8 +101,6 @@ def long_referrals(scene: Scene) -> list[Referral]:
 
 def make_long_video(seed: int, i: int, num_frames: int):
     """Long video i of `seed`: a pure function of (seed, i, num_frames)."""
-    from glus.data.synth.writer import HEIGHT, WIDTH, SynthVideo
-
     rng = np.random.default_rng([seed, LONG_SALT, i, num_frames])
     scene = make_long_scene(rng, WIDTH, HEIGHT, num_frames)
     frames, labels = render(scene, rng)
@@ -107,12 +109,6 @@ def make_long_video(seed: int, i: int, num_frames: int):
 
 def write_long(out, seed: int = 0, videos: int = 8, num_frames: int = 300, progress: bool = True) -> int:
     """OUT/mevis/valid_u: `videos` long videos with their masks, in the MeViS layout (`glus vos-eval` reads it)."""
-    from pathlib import Path
-
-    from tqdm import tqdm
-
-    from glus.data.synth.writer import write_mevis_split
-
     made = [make_long_video(seed, i, num_frames) for i in tqdm(range(videos), desc="long videos",
                                                                  disable=not progress)]
     write_mevis_split(Path(out), "valid_u", made, with_masks=True, pixel_presence=True)

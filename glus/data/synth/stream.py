@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from glus.data.clips import ClipSpec, resize_masks
+from glus.data.errors import DataError
 from glus.data.samplers import query_frames, rng_for, train_context_frames
 from glus.data.synth.writer import make_video
 from glus.transforms import clip_geometry, clip_input, sam_input
@@ -119,8 +120,8 @@ class StreamedVOSClipDataset(torch.utils.data.Dataset):
             if visible:
                 break
         else:
-            raise ValueError(f"streamed scene {i} (data seed {self.data_seed}): no named object visible on the "
-                             f"first frame of {spec.tries} clips drawn")
+            raise DataError(f"streamed scene {i} (data seed {self.data_seed}): no named object visible on the "
+                            f"first frame of {spec.tries} clips drawn", fix="raise clip.tries")
         objects = choose_objects(visible, spec, rng)
         masks = np.stack([objects_union(video, [o], frames) for o in objects])
         pixels = np.stack([jpeg_round_trip(video.frames[f]) for f in frames])
