@@ -12,7 +12,7 @@ SYNTH_ARGS := --seed 0 --videos 256 --valid-per-kind 50
 # The generator's version joins the arguments in the folder's record, so that data written by an older generator
 # is rewritten (2: a motion phrase is used only where it fits its objects alone, `fitting_motions`).
 SYNTH_STAMP := $(SYNTH_ARGS) generator=2
-# The stages of the embedded default (recipes/pretrain/; README, "The embedded default"): the segmenter and motion
+# The stages of the embedded default (recipes/pretrain/; docs/embedded_default.md): the segmenter and motion
 # stages are committed (`make segmenter-stage`, `make motion-stage` rebuild them), the alignment stage is optional
 # (`make pretrain`); a recipe uses them with segmenter_init / mllm_init.
 SEGMENTER := checkpoints/synthetic/segmenter
@@ -65,7 +65,7 @@ $(STAMP): pyproject.toml .ci/constraints.txt
 	$(BIN)/python -m pip install -q "setuptools>=68" wheel
 	$(BIN)/python -m pip install -q -c .ci/constraints.txt -e ".[test]"
 	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install -q --no-build-isolation --no-deps sam2==1.1.0
-	$(BIN)/python -m glus.env_check
+	$(BIN)/python -m glus.tools.env_check
 	@touch $(STAMP)
 
 test: install
@@ -97,7 +97,7 @@ motion-stage: synth
 	$(call stage_fit,$(MOTION_CONFIGS) --config recipes/pretrain/motion_name_synthetic.yaml,motion_name_synthetic,$(NAME_STEPS),$(MOTION))
 # The segmenter stage GLUS and the plain VOS path start from (committed, 2.3 MB; about 45 minutes on one core): a
 # tiny SAM-2 trained as SAM-2 is trained, on streamed scenes, its clips growing from 2 to 8 frames
-# (recipes/pretrain/segmenter_synthetic.yaml; README, "The embedded default"). Resumes where it stopped.
+# (recipes/pretrain/segmenter_synthetic.yaml; docs/embedded_default.md). Resumes where it stopped.
 # `make train` runs this target only when the folder is missing.
 SEGMENTER_STEPS ?= 8000
 segmenter-stage: synth
@@ -139,7 +139,7 @@ else
 	$(SYNTH_FIT) --name $(RUN)-control --model.blank_text true --model.evaluation.initial false \
 		--model.evaluation.overlays 0 > runs/$(RUN)-control.log 2>&1 & c=$$!; \
 	wait $$r && wait $$c || { echo "a fit failed: see above and runs/$(RUN)-control.log"; exit 1; }
-	$(BIN)/glus runs compare runs/$(RUN)/latest runs/$(RUN)-control/latest
+	$(BIN)/glus study compare-runs runs/$(RUN)/latest runs/$(RUN)-control/latest
 endif
 else ifeq ($(RECIPE),selector_synthetic)
 	@$(MAKE) --no-print-directory synth
@@ -149,7 +149,7 @@ else ifeq ($(RECIPE),selector_synthetic)
 	$(BIN)/glus fit --config recipes/selector_synthetic.yaml
 	$(BIN)/glus keyframes --ckpt runs/selector_synthetic/latest/export --data mevis/valid_u --root $(DATA) \
 		--out $(KF).json
-	$(BIN)/glus keyframes-report --ckpt $(GLUS_EXPORT) --keyframes $(KF).json --data mevis/valid_u --root $(DATA) \
+	$(BIN)/glus study keyframes-report --ckpt $(GLUS_EXPORT) --keyframes $(KF).json --data mevis/valid_u --root $(DATA) \
 		--out $(KF)_report
 else ifeq ($(RECIPE),vos_synthetic)
 	@$(MAKE) --no-print-directory synth
@@ -161,7 +161,7 @@ else ifeq ($(RECIPE),vos_synthetic)
 			--config recipes/memory/$${m}_tiny.yaml --name vos_synthetic_$$m || exit 1; \
 		$(BIN)/glus vos-eval --ckpt runs/vos_synthetic_$$m/latest/export --data mevis/valid_u --root $(LONG) \
 			--windows 50 --out runs/vos_synthetic_$$m/latest/long --quiet || exit 1; done
-	$(BIN)/glus vos-table $(foreach m,$(VOS_MEMORIES),$(m)=runs/vos_synthetic_$(m)/latest) --control none \
+	$(BIN)/glus study vos-table $(foreach m,$(VOS_MEMORIES),$(m)=runs/vos_synthetic_$(m)/latest) --control none \
 		--out runs/vos_synthetic_table
 else ifeq ($(RECIPE),rds_synthetic)
 	@$(MAKE) --no-print-directory synth
@@ -173,7 +173,7 @@ else ifeq ($(RECIPE),rds_synthetic)
 		$(BIN)/glus fit --config recipes/vos_synthetic.yaml --config recipes/rds/tiny_deep.yaml \
 			--config recipes/rds/rds_synthetic.yaml --model.init_args.builder.init_args.rds \
 			"{keep_ratio: $$r, tau: 1.0, budget_weight: 1.0}" --name rds_synthetic_keep$$r || exit 1; done
-	$(BIN)/glus vos-table full=$(RDS_FULL) $(foreach r,$(RDS_RATIOS),keep$(r)=runs/rds_synthetic_keep$(r)/latest) \
+	$(BIN)/glus study vos-table full=$(RDS_FULL) $(foreach r,$(RDS_RATIOS),keep$(r)=runs/rds_synthetic_keep$(r)/latest) \
 		--control keep1.0 --out runs/rds_synthetic_table
 else
 	$(BIN)/glus fit --config recipes/$(RECIPE).yaml
@@ -193,7 +193,7 @@ heldout: install
 			|| exit 1; \
 		OMP_NUM_THREADS=1 $(BIN)/glus validate --ckpt $(CKPT) --data mevis/valid_u \
 			--root data/heldout$(HELDOUT_PER_KIND)_seed$$s --out runs/heldout/data_seed$$s || exit 1; done
-	$(BIN)/glus runs heldout runs/heldout/data_seed0 $(foreach s,$(HELDOUT_SEEDS),runs/heldout/data_seed$(s)) \
+	$(BIN)/glus study heldout runs/heldout/data_seed0 $(foreach s,$(HELDOUT_SEEDS),runs/heldout/data_seed$(s)) \
 		--out runs/heldout/table.json
 
 # The paper's ablation on the synthetic benchmark: each row an overlay of recipes/ablate/ on recipes/synthetic.yaml,
@@ -225,7 +225,7 @@ ablate: install
 		pids="$$pids $$!"; done; \
 		echo "ablation row 5: row 4's key-frame chain, seeds $(ABLATE_SEEDS) (logs: runs/ablate_keyframes_s*.log)"; \
 		for p in $$pids; do wait $$p || { echo "a key-frame chain failed: see its log"; exit 1; }; done
-	$(BIN)/glus ablation-table --title "GLUS ablation, synthetic valid_u (seeds $(ABLATE_SEEDS))" --out runs/ablation \
+	$(BIN)/glus study ablation-table --title "GLUS ablation, synthetic valid_u (seeds $(ABLATE_SEEDS))" --out runs/ablation \
 		$(foreach r,query_only context memory contrastive,--row $(ROW_$(r)) \
 			$(foreach s,$(ABLATE_SEEDS),runs/ablate_$(r)_s$(s)/latest)) \
 		--row $(ROW_first) $(foreach s,$(ABLATE_SEEDS),runs/ablate_keyframes_s$(s)/report/rows/first.json) \
@@ -235,7 +235,7 @@ ablate: install
 			--versus $(ROW_contrastive)
 
 # Row 5 for seed $(1): pseudo-labels of row 4's export on part of the training videos, a selector trained on them
-# from that export (recipes/selector_synthetic.yaml), its key frames on valid_u, and `glus keyframes-report`, whose
+# from that export (recipes/selector_synthetic.yaml), its key frames on valid_u, and `glus study keyframes-report`, whose
 # rows are scored by the streaming engine (the protocol of glus predict, not of the fit's own evaluation): row 5 is
 # read against row 4 under that protocol from the first frame (4'), not against row 4. Each step resumes.
 ABLATE_KF_FRACTION ?= 0.25
@@ -248,7 +248,7 @@ ablate_keyframes = E=runs/ablate_contrastive_s$(1)/latest/export; D=runs/ablate_
 		--model.init_args.builder.init_args.init_from $$E --data.init_args.labels $$D/labels; } && \
 	$(BIN)/glus keyframes --ckpt runs/ablate_selector_s$(1)/latest/export --data mevis/valid_u --root $(DATA) \
 		--out $$D/kf.json --quiet && \
-	$(BIN)/glus keyframes-report --ckpt $$E --keyframes $$D/kf.json --data mevis/valid_u --root $(DATA) \
+	$(BIN)/glus study keyframes-report --ckpt $$E --keyframes $$D/kf.json --data mevis/valid_u --root $(DATA) \
 		--out $$D/report --quiet; }
 
 # Per-frame IoU of a GLUS export's masks on part of a training split: the key-frame selector's labels.
@@ -282,20 +282,20 @@ sparse: install
 
 # Figures, not tests: engine vs faithful loop speed, peak memory of streaming prediction (runs/bench/bench.json).
 bench: install
-	$(BIN)/glus bench --out runs/bench
+	$(BIN)/glus tools bench --out runs/bench
 
 # The one prepared GPU check (glus/gpu_check.py): runs/gpu/gpu.json + gpu.md. DRY=1: the same script at the tiny
 # shapes on the CPU (runs/gpu-dry). GPU_PY=python3: use that interpreter as it is, without `make install` (a
 # GPU machine without package registries: its own CUDA torch, the missing packages carried as wheels).
 GPU_PY ?=
 gpu-check: $(if $(GPU_PY),,install)
-	$(if $(GPU_PY),PYTHONPATH=.:$$PYTHONPATH $(GPU_PY),$(BIN)/python) -m glus gpu-check \
+	$(if $(GPU_PY),PYTHONPATH=.:$$PYTHONPATH $(GPU_PY),$(BIN)/python) -m glus tools gpu-check \
 		$(if $(filter 1,$(DRY)),--dry --out runs/gpu-dry,--out runs/gpu)
 
 # Wheels (CPython 3.12, x86-64 Linux) of what a GPU image with torch, lightning and the usual scientific stack
 # lacks or holds at other versions, pinned as .ci/constraints.txt pins them: .whl/ (git-ignored, ~25 MB), for a
 # machine that cannot reach a registry. There: pip install --no-index --no-deps --target /tmp/site .whl/*.whl,
-# then PYTHONPATH=/tmp/site make gpu-check GPU_PY=python3 (README, Performance).
+# then PYTHONPATH=/tmp/site make gpu-check GPU_PY=python3 (docs/performance.md).
 GPU_WHEELS := annotated-types datasets dill hjson httpcore2 httpx2 huggingface_hub hydra-core multiprocess omegaconf \
 	peft pycocotools pydantic pydantic_core tokenizers transformers typing-inspection
 GPU_SDISTS := deepspeed antlr4-python3-runtime iopath

@@ -1,4 +1,8 @@
-"""The `glus` command. Subcommands import their heavy dependencies only when they run."""
+"""The `glus` command. Subcommands import their heavy dependencies only when they run.
+
+The everyday commands sit at the top (`glus predict`); experiments and self-measurement sit in two groups
+(`glus study ablation-table`, `glus tools bench`). Each grouped command keeps its former flat spelling
+(`glus ablation-table`, `glus bench`, `glus runs compare`) as a hidden alias, so older scripts keep working."""
 from __future__ import annotations
 
 import argparse
@@ -7,19 +11,60 @@ import sys
 from glus.commands import data, evaluate, infer, tools, train, vos
 from glus.errors import GlusError
 
+GROUPS = {  # group -> (help, the commands it holds)
+    "study": ("experiments on trained runs: the ablation table, held-out tables, probes, key-frame and VOS reports",
+              ("ablation-table", "heldout", "compare-runs", "keyframes-report", "vos-table", "naming-probe",
+               "attention-probe", "motion-probe")),
+    "tools": ("self-measurement: figures (bench), the GPU check, model summary and cost",
+              ("bench", "gpu-check", "model")),
+}
+FORMER = {"compare-runs": ("runs", "compare"), "heldout": ("runs", "heldout")}  # renamed when grouped
+
+
+class _Router:
+    """Stands in for the top-level subparsers while the topic modules add their commands: a command of a group
+    goes into the group, and the top level keeps its former spelling as a hidden alias (the same parser)."""
+
+    def __init__(self, top, groups: dict):
+        self.top, self.groups, self.former_groups = top, groups, {}
+        self.home = {name: group for group, (_, names) in GROUPS.items() for name in names}
+
+    def add_parser(self, name, **kwargs):
+        if name not in self.home:
+            return self.top.add_parser(name, **kwargs)
+        parser = self.groups[self.home[name]].add_parser(name, **kwargs)
+        self._alias(name, parser)
+        return parser
+
+    def _alias(self, name, parser) -> None:
+        if name not in FORMER:
+            self.top.choices[name] = parser  # in the parse table, not in the help listing
+            return
+        group, old = FORMER[name]
+        if group not in self.former_groups:
+            self.former_groups[group] = self.top.add_parser(group).add_subparsers(dest=f"{group}_command",
+                                                                                 required=True)
+        self.former_groups[group].choices[old] = parser
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glus", description="GLUS referring video object segmentation: "
                                      "data, training, inference and evaluation.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    # the order of these calls is the order `glus --help` lists the subcommands in
-    data.add_parsers(sub)  # data
-    train.add_parsers(sub)  # fit, runs
-    infer.add_predict_parser(sub)  # predict
-    vos.add_parsers(sub)  # vos, vos-eval, vos-table, rds
-    infer.add_parsers(sub)  # pseudolabel, keyframes, keyframes-report
-    evaluate.add_parsers(sub)  # validate, evaluate, submit, visualize, ablation-table
-    tools.add_parsers(sub)  # bench, gpu-check, model, motion-probe
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    groups = {name: sub.add_parser(name, help=text).add_subparsers(dest=f"{name}_command", required=True,
+                                                                    metavar="COMMAND")
+              for name, (text, _) in GROUPS.items()}
+    router = _Router(sub, groups)
+    # the order of these calls is the order `glus --help` lists the everyday subcommands in
+    data.add_parsers(router)  # data
+    train.add_parsers(router)  # fit; study compare-runs, heldout
+    infer.add_predict_parser(router)  # predict
+    evaluate.add_parsers(router)  # validate, evaluate, submit, visualize; study ablation-table
+    infer.add_parsers(router)  # pseudolabel, keyframes; study keyframes-report
+    vos.add_parsers(router)  # vos, vos-eval, rds; study vos-table
+    tools.add_parsers(router)  # study naming-probe, attention-probe, motion-probe; tools bench, gpu-check, model
+    # the groups were made first (the router needs them) but are listed after the everyday commands
+    sub._choices_actions.sort(key=lambda action: action.dest in GROUPS)  # argparse's listing (a stable sort)
     return parser
 
 

@@ -33,8 +33,8 @@ def inference_setup(base, seed: int, videos: int, builder_args: dict | None = No
     builder_args: more TinyGLUSBuilder arguments."""
     from glus.data.cache import load_split
     from glus.data.synth import write_synthetic
-    from glus.model.export import export_untrained
-    from glus.model.load import load_export
+    from glus.model.weights.export import export_untrained
+    from glus.model.weights.load import load_export
 
     write_synthetic(base / "data", seed=seed, videos=videos)
     export = export_untrained(base / "export", {"seed": 0, "clip_image_size": 112, "sam_image_size": 128,

@@ -1,4 +1,4 @@
-"""glus ablation-table on hand-made run folders (no training): means and half ranges over seeds, the markdown cells,
+"""glus study ablation-table on hand-made run folders (no training): means and half ranges over seeds, the markdown cells,
 the change from the previous measured row, the order of rows with pending ones among them, the chart, and a missing
 run refused before anything is written."""
 import json
@@ -7,7 +7,7 @@ import pytest
 
 from glus.cli import main
 from glus.errors import GlusError
-from glus.eval.ablation import AblationRow, ablation_table
+from glus.studies.ablation import AblationRow, ablation_table
 from glus.errors import MissingInputs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -111,7 +111,7 @@ def test_a_missing_run_is_named_and_nothing_is_written(rows, tmp_path):
 def test_cli_keeps_the_command_line_order(rows, tmp_path, capsys):
     (a0, a1), (b0, b1) = rows[0].sources, rows[2].sources
     out = tmp_path / "runs" / "ablation"
-    argv = ["ablation-table", "--row", "query frames only", a0, a1, "--pending", "+ key-frame selection",
+    argv = ["study", "ablation-table", "--row", "query frames only", a0, a1, "--pending", "+ key-frame selection",
             "selector not trained yet", "--row", "+ context frames", b0, b1, "--title", "cli ablation", "--out",
             str(out)]
     assert main(argv) == 0
@@ -123,9 +123,9 @@ def test_cli_keeps_the_command_line_order(rows, tmp_path, capsys):
 
     # a row without any source is an argument error; a missing run is one `glus: error:` naming it, exit 2
     with pytest.raises(SystemExit):
-        main(["ablation-table", "--row", "lonely", "--out", str(out)])
+        main(["study", "ablation-table", "--row", "lonely", "--out", str(out)])
     capsys.readouterr()
-    assert main(["ablation-table", "--row", "gone", str(tmp_path / "gone"), "--out", str(tmp_path / "t")]) == 2
+    assert main(["study", "ablation-table", "--row", "gone", str(tmp_path / "gone"), "--out", str(tmp_path / "t")]) == 2
     assert str(tmp_path / "gone" / "metrics.json") in capsys.readouterr().err
 
 
@@ -133,7 +133,7 @@ def test_versus_reads_a_row_against_the_named_one_and_refuses_a_name_not_above(r
     (a0, a1), (b0, b1) = rows[0].sources, rows[2].sources
     out = tmp_path / "versus"
     # the variant (B again) is read against A (0.54 - 0.50), the row after it against the variant, as before
-    argv = ["ablation-table", "--row", "A", a0, a1, "--row", "B", b0, b1, "--row", "variant", b0, b1,
+    argv = ["study", "ablation-table", "--row", "A", a0, a1, "--row", "B", b0, b1, "--row", "variant", b0, b1,
             "--versus", "A", "--row", "after", a0, a1, "--out", str(out)]
     assert main(argv) == 0
     table = out.with_suffix(".md").read_text().splitlines()
@@ -146,4 +146,4 @@ def test_versus_reads_a_row_against_the_named_one_and_refuses_a_name_not_above(r
         ablation_table([AblationRow("P", pending="later"), AblationRow("A", [a0], versus="P")], tmp_path / "bad")
     assert not list(tmp_path.glob("bad*"))
     with pytest.raises(SystemExit):  # --versus before any --row
-        main(["ablation-table", "--versus", "A", "--row", "A", a0, "--out", str(out)])
+        main(["study", "ablation-table", "--versus", "A", "--row", "A", a0, "--out", str(out)])

@@ -32,7 +32,7 @@ CASES = {
                                 "--out", "{W}/vis"], "{W}/missing-pred"),
     "visualize, data root": (["visualize", "--pred", "{W}/pred", "--data", "mevis/valid_u", "--root",
                               "{W}/missing-root", "--out", "{W}/vis"], "{W}/missing-root/mevis"),
-    "runs compare": (["runs", "compare", "{W}/missing-run", "{W}/missing-control"], "{W}/missing-run"),
+    "study compare-runs": (["study", "compare-runs", "{W}/missing-run", "{W}/missing-control"], "{W}/missing-run"),
     "fit, recipe file": (["fit", "--runs", "{W}/runs", "--config", "{W}/missing-recipe.yaml"],
                          "{W}/missing-recipe.yaml"),
     "fit, weights": (["fit", "--runs", "{W}/runs", "--config", f"{RECIPES}/glus_standard.yaml"],
@@ -50,7 +50,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
-    from glus.model.export import export_untrained
+    from glus.model.weights.export import export_untrained
 
     return export_untrained(tmp_path_factory.mktemp("export") / "export", {"seed": 0, "clip_image_size": 112,
                                                                            "sam_image_size": 128})

@@ -10,7 +10,7 @@ import torch
 from glus.data.generated import GeneratedVideo
 from glus.infer.compile import compile_hot_spots, compiled_parts
 from glus.infer.engine import StreamingEngine
-from glus.model.factory import tiny_glus
+from glus.model.build.tiny import tiny_glus
 
 
 def test_compiled_engine_equals_the_uncompiled_one():

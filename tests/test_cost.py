@@ -1,4 +1,4 @@
-"""The cost model (glus.eval.cost): counts against hand counts, meta against CPU, the modes' order, the CLI."""
+"""The cost model (glus.tools.cost): counts against hand counts, meta against CPU, the modes' order, the CLI."""
 import json
 import os
 import subprocess
@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import LlamaMLP
 
-from glus.eval.cost import (StageCosts, count_flops, format_costs, inference_costs, model_costs, preset_model,
+from glus.tools.cost import (StageCosts, count_flops, format_costs, inference_costs, model_costs, preset_model,
                              training_costs)
-from glus.model.factory import tiny_llama_config
+from glus.model.build.tiny import tiny_llama_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def test_tiny_llm_forward_matches_hand_count(tiny):
 def test_meta_counts_equal_cpu_counts():
     """The meta device's SDPA decomposes into bmm, the CPU's runs a fused kernel that `counter()` maps to torch's
     own formula: a real CPU forward counts the same."""
-    from glus.model.factory import tiny_glus
+    from glus.model.build.tiny import tiny_glus
 
     model, _ = tiny_glus()
     model.eval()
@@ -105,7 +105,7 @@ def test_training_costs_count_the_backward(tiny):
 
 
 def test_vos_recipe_counts_the_vos_path():
-    from glus.eval.cost import model_from_recipe
+    from glus.tools.cost import model_from_recipe
 
     model, tokenizer, train = model_from_recipe(str(ROOT / "recipes/vos_synthetic.yaml"))
     costs = model_costs(model, tokenizer, train, frames=4)
@@ -142,7 +142,7 @@ def test_cli_7b_recipe_on_meta(tmp_path):
     assert "TFLOP per expression-frame" in stdout
     inf = costs["inference"]
     n = inf["tokens"]["full"]["4"]
-    from glus.model.factory import lisa_7b_configs
+    from glus.model.build.published import lisa_7b_configs
 
     whole = [v for k, v in inf["parts"].items() if k.startswith("LLM, whole prompt")]
     assert whole == [llama_hand_count(lisa_7b_configs()[1], n)]

@@ -29,6 +29,27 @@ def test_mevis_train_union_and_absent_object(tmp_path):
     assert not reader.object_mask(both, 11, 2).any()  # null RLE: absent object -> empty mask
 
 
+def test_mevis_reader_carries_the_synthetic_kind_and_caption(tmp_path):
+    fx.mevis_layout(tmp_path)
+    meta_file = tmp_path / "mevis" / "train" / "meta_expressions.json"
+    meta = json.loads(meta_file.read_text())
+    exps = meta["videos"]["vidA"]["expressions"]
+    first, second = sorted(exps)[:2]
+    exps[second].update(kind="plural", caption="the red square and the blue circle")
+    meta_file.write_text(json.dumps(meta))
+    index = load_split(tmp_path, "mevis/train")
+    by_id = {e.exp_id: e for e in index.expressions}
+    assert (by_id[second].kind, by_id[second].caption) == ("plural", "the red square and the blue circle")
+    assert (by_id[first].kind, by_id[first].caption) == ("", "")  # a real benchmark's expression: no such field
+    assert index.kinds() == {("vidA", second): "plural"}
+    assert index.captions() == {("vidA", second): "the red square and the blue circle"}
+    exps[second]["kind"] = 3
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match='"kind" must be a string') as err:
+        read_dataset_dir(tmp_path / "mevis", "mevis", "train")
+    assert "meta_expressions.json" in str(err.value) and second in str(err.value)
+
+
 def test_mevis_valid_has_no_ground_truth(tmp_path):
     fx.mevis_layout(tmp_path, split="valid", with_masks=False)
     index = load_split(tmp_path, "mevis/valid")

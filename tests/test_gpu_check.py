@@ -1,4 +1,4 @@
-"""The prepared GPU check (glus.gpu_check, gpu_parts, gpu_report) must not rot: its dry run (the same script at the tiny shapes on the
+"""The prepared GPU check (glus.tools.gpu_check, gpu_parts, gpu_report) must not rot: its dry run (the same script at the tiny shapes on the
 CPU, CPU ZeRO-2) runs here end to end; its parts' arithmetic is checked by hand; the random-weights builder of
 the 7B shapes builds the recipe's model (on the meta device here)."""
 from __future__ import annotations
@@ -13,15 +13,15 @@ import pytest
 import torch
 import yaml
 
-from glus.gpu_parts import agreement
-from glus.gpu_report import format_report
+from glus.tools.gpu_parts import agreement
+from glus.tools.gpu_report import format_report
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_dry_run_writes_every_part(tmp_path, synth_root):
     out = tmp_path / "gpu"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "glus", "gpu-check", "--dry", "--out", str(out), "--data",
+    proc = subprocess.run([sys.executable, "-m", "glus", "tools", "gpu-check", "--dry", "--out", str(out), "--data",
                            str(synth_root)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "gpu.json").read_text())
@@ -67,7 +67,7 @@ def test_a_failed_part_is_reported_beside_the_others():
 def test_random_weights_builder_builds_the_recipes_model():
     """What gpu-check trains at 7B: glus_standard's builder settings, random weights (built on meta here: the
     same function builds on CUDA), the same parameters and trainable set as the LISA builder's model."""
-    from glus.model.factory import LisaGLUSBuilder, RandomWeightsGLUSBuilder
+    from glus.model.build.published import LisaGLUSBuilder, RandomWeightsGLUSBuilder
 
     recipe = yaml.safe_load((REPO / "recipes" / "glus_standard.yaml").read_text())
     args = recipe["model"]["init_args"]["builder"]["init_args"]

@@ -35,7 +35,7 @@ def setup(tmp_path_factory):
 
 def test_inference_never_imports_the_training_code(setup):
     _, _, export, _, _ = setup
-    code = ("import sys; import glus.cli, glus.infer.predict; from glus.model.load import load_model; "
+    code = ("import sys; import glus.cli, glus.infer.predict; from glus.model.weights.load import load_model; "
             "load_model(sys.argv[1]); print(sorted(m for m in sys.modules if m.startswith('glus.train')))")
     out = subprocess.run([sys.executable, "-c", code, str(export)], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -1,5 +1,6 @@
 """Key frames: the published key-frame file read as published, prediction from a mid-video key frame (every frame
 once, under its own name, forward then a fresh backward pass), and `glus keyframes` written from the scores."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -79,8 +80,24 @@ def _pass(engine, video, texts, start, reverse) -> dict[int, np.ndarray]:
             for r in engine.propagate(state, start, reverse)}
 
 
+def _reordered_pass(engine, video, texts, order: list[int], monkeypatch) -> dict[int, np.ndarray]:
+    """The oracle of a pass from a key frame, taken from the plain pass from frame 0 (no start, no reverse): a video
+    whose frames are `order` (indices into `video`), read with the original video's context frames. Position i
+    of that pass is frame order[i] of the original; a pass from k forward or backward must give the same."""
+    import glus.infer.engine as engine_module
+    from glus.data.samplers import inference_context_frames
+
+    context = inference_context_frames(len(video.frames), engine.num_context)
+    reordered = dataclasses.replace(video, frames=[video.frames[i] for i in order])
+    monkeypatch.setattr(engine_module, "inference_context_frames", lambda n, k: [order.index(c) for c in context])
+    state = engine.open(reordered, texts)
+    monkeypatch.undo()
+    return {order[r.frame]: r.masks_at(engine.model, video.height, video.width).numpy()
+            for r in engine.propagate(state, 0, False) if r.frame < len(order)}
+
+
 @pytest.mark.parametrize("mode", ["engine", "faithful"])
-def test_a_mid_video_key_frame_gives_every_frame_once_under_its_own_name(setup, tmp_path, mode):
+def test_a_mid_video_key_frame_gives_every_frame_once_under_its_own_name(setup, tmp_path, mode, monkeypatch):
     _, index, _, model, tokenizer = setup
     vid = max(index.videos, key=lambda v: len(index.videos[v].frames))
     video = index.videos[vid]
@@ -97,14 +114,19 @@ def test_a_mid_video_key_frame_gives_every_frame_once_under_its_own_name(setup, 
     with pytest.raises(JobSettingsError, match="keyframe_starts_sha256"):  # no resume from other start frames
         predict_split(model, tokenizer, sub, tmp_path / "pred", mode=mode, progress=False)
     engine = (StreamingEngine if mode == "engine" else FaithfulLoop)(model, tokenizer)
-    forward = _pass(engine, video, [exprs[0].text], key, False)
-    backward = _pass(engine, video, [exprs[0].text], key, True)  # a fresh memory: its own state
+    n = len(video.frames)
+    # forward from the key frame: frames key..n-1 first; backward, a fresh memory: key..0 first (then the rest, to
+    # keep every frame in the video the oracle reads, as its context frames must be there)
+    forward = _reordered_pass(engine, video, [exprs[0].text], [*range(key, n), *range(key)], monkeypatch)
+    backward = _reordered_pass(engine, video, [exprs[0].text], [*range(key, -1, -1), *range(key + 1, n)],
+                               monkeypatch)
     files = sorted(p.stem for p in (tmp_path / "pred" / exprs[0].pred_dir).iterdir())
     assert files == video.frames  # every frame exactly once, under its own name
     got = _masks(tmp_path / "pred" / exprs[0].pred_dir, video.frames)
     for t in range(len(video.frames)):
-        want = forward[t] if t >= key else backward[t]  # (at k both passes compute alike: empty memory, window [k])
+        want = forward[t] if t >= key else backward[t]
         assert np.array_equal(got[t], want[0]), t
+    assert not all(np.array_equal(forward[t], backward[t]) for t in range(key))  # the passes differ: a check
     # the masks differ from frame to frame, so a mask under another frame's name would be caught above
     assert len({got[t].tobytes() for t in range(len(video.frames))}) > len(video.frames) // 2
     # the expression starting at frame 0 is the plain forward pass
@@ -133,8 +155,8 @@ def test_glus_keyframes_writes_each_expressions_best_scored_frame_and_resumes(se
     base, index, _, _, _ = setup
     from glus.infer.jobs import read_job
     from glus.infer.keyframe_job import scores_dir
-    from glus.model.export import export_model
-    from glus.model.load import instantiate
+    from glus.model.weights.export import export_model
+    from glus.model.resolve import instantiate
 
     spec = {"class_path": "glus.model.selector.TinySelectorBuilder", "init_args": {"seed": 0}}
     selector, tokenizer = instantiate(spec).build()
@@ -161,7 +183,7 @@ def test_glus_keyframes_writes_each_expressions_best_scored_frame_and_resumes(se
 def test_selector_quality_spearman_and_hit_rate_by_hand():
     import pandas as pd
 
-    from glus.eval.keyframe_report import selector_quality
+    from glus.studies.keyframe_report import selector_quality
 
     truth = pd.DataFrame({"video": ["a"] * 4 + ["b"] * 3, "exp_id": ["0"] * 7, "frame_index": [0, 1, 2, 3, 0, 1, 2],
                           "iou": [0.1, 0.5, 0.9, 0.88, 0.3, 0.3, 0.3]})
@@ -199,7 +221,7 @@ def test_without_memory_a_frames_mask_does_not_depend_on_where_the_pass_starts(s
 
 def test_the_report_scores_every_start_and_redoes_predictions_when_the_key_frames_change(setup, tmp_path):
     _, index, export, model, tokenizer = setup
-    from glus.eval.keyframe_report import NO_MEMORY, STARTS, keyframe_report
+    from glus.studies.keyframe_report import NO_MEMORY, STARTS, keyframe_report
     from glus.infer.jobs import VideoJob
     from glus.infer.keyframe_job import SCORES_SCHEMA, scores_dir
 
@@ -221,7 +243,7 @@ def test_the_report_scores_every_start_and_redoes_predictions_when_the_key_frame
     assert report["rows"]["selector"]["started_mid_video"] == len(sub.expressions)  # all start at the last frame
     assert report["rows"]["first"]["count"] == len(sub.expressions)
     assert (tmp_path / "r" / "keyframes_table.md").read_text().count("\n| ") == 1 + len(STARTS) + 1
-    from glus.eval.ablation import read_source  # each row alone is a source of `glus ablation-table`
+    from glus.studies.ablation import read_source  # each row alone is a source of `glus study ablation-table`
 
     for name, row in report["rows"].items():
         alone = read_source(tmp_path / "r" / "rows" / f"{name}.json")
@@ -238,8 +260,8 @@ def test_the_report_scores_every_start_and_redoes_predictions_when_the_key_frame
 
 def test_a_selector_export_given_to_predict_is_named(setup, tmp_path):
     base, _, _, _, _ = setup
-    from glus.model.export import export_model
-    from glus.model.load import instantiate
+    from glus.model.weights.export import export_model
+    from glus.model.resolve import instantiate
 
     spec = {"class_path": "glus.model.selector.TinySelectorBuilder", "init_args": {"seed": 0}}
     export = export_model(*instantiate(spec).build(), tmp_path / "selector", {"model": {"init_args": {"builder": spec}}})

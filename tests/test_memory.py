@@ -4,7 +4,7 @@ published GLUS memory positions."""
 import pytest
 import torch
 
-from glus.model.factory import E2E_MEMORY
+from glus.model.build.tiny import E2E_MEMORY
 from glus.model.memory import SAM2MemoryBank, memory_steps
 from glus.model.segmenter import SAM2Segmenter
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from glus.model.errors import CheckpointError
-from glus.model.factory import E2E_MEMORY, tiny_glus, tiny_mllm
+from glus.model.build.tiny import E2E_MEMORY, tiny_glus, tiny_mllm
 from glus.model.mllm import PromptBuilder, build_tiny_tokenizer
 from glus.model.mllm.lora import trainable_report
 from glus.model.mllm.model import pool_tokens
@@ -117,12 +117,17 @@ def test_prompt_text_is_the_published_template_word_for_word(tokenizer):
     assert text.count(round_text) == 2 and text.endswith(round_text)
     labels = [l for l in item["labels"] if l != IGNORE_INDEX]
     assert labels.count(builder.seg_id) == 2 and labels.count(tokenizer.eos_token_id) == 2
-    # training draws every published question and answer (utils/utils.py: 4 questions, 5 answers)
+    # training draws every published question and answer: the lists of the published utils/utils.py
+    # (SHORT_QUESTION_LIST, ANSWER_LIST), copied here by hand from GLUS-video/GLUS as the independent oracle
+    published_questions = {"Can you segment the a cat in this frame?", "Please segment the a cat in this frame.",
+                           "What is a cat in this frame? Please respond with segmentation mask.",
+                           "What is a cat in this frame? Please output segmentation mask."}
+    published_answers = {"It is [SEG].", "Sure, [SEG].", "Sure, it is [SEG].",
+                         "Sure, the segmentation result is [SEG].", "[SEG]."}
     drawn = {tokenizer.decode([i for i in builder.build("a cat", 1, np.random.default_rng(k))["input_ids"]
                                if i >= 0]).split("<im_end>\n")[-1] for k in range(200)}
-    templates = builder.templates
-    assert {d.split(" ASSISTANT: ")[1].removesuffix("</s>") for d in drawn} == set(templates.answers)
-    assert {d.split(" ASSISTANT: ")[0] for d in drawn} == {q.format(exp="a cat") for q in templates.questions}
+    assert {d.split(" ASSISTANT: ")[1].removesuffix("</s>") for d in drawn} == published_answers
+    assert {d.split(" ASSISTANT: ")[0] for d in drawn} == published_questions
     readable = PromptBuilder(tokenizer, tokens_per_frame=4, template="readable").build("The Red Circle.", 1)
     assert "Can you segment the red circle in this frame? ASSISTANT: It is [SEG]." in tokenizer.decode(
         [i for i in readable["input_ids"] if i >= 0])
@@ -141,7 +146,7 @@ def test_visual_token_pooling():
 
 
 def test_lisa_layout_folder_loads_and_matches(tmp_path, tokenizer):
-    from glus.model.mllm.loading import load_lisa, save_lisa_layout
+    from glus.model.weights.lisa import load_lisa, save_lisa_layout
 
     mllm, tok = tiny_mllm(tokenizer, seed=3)
     clip_dir = tmp_path / "clip"
@@ -170,7 +175,7 @@ def test_lisa_layout_folder_loads_and_matches(tmp_path, tokenizer):
 def test_incomplete_or_corrupt_lisa_folder_is_named(tmp_path, tokenizer):
     from safetensors.torch import load_file, save_file
 
-    from glus.model.mllm.loading import load_lisa, save_lisa_layout
+    from glus.model.weights.lisa import load_lisa, save_lisa_layout
 
     with pytest.raises(CheckpointError, match="(?s)checkpoint folder not found.*expected a LISA-7B-v1 folder"):
         load_lisa(tmp_path / "nowhere")

@@ -5,14 +5,15 @@ from transformers import (LlavaConfig, LlavaForConditionalGeneration, Qwen2Confi
                           SiglipVisionConfig, SiglipVisionModel)
 
 from glus.model.errors import CheckpointError
-from glus.model.factory import glus_7b_on_meta, tiny_clip_config, tiny_llama_config
+from glus.model.build.published import glus_7b_on_meta
+from glus.model.build.tiny import tiny_clip_config, tiny_llama_config
 from glus.model.mllm import MultimodalLM, PromptBuilder, VisionLanguageConfig, build_tiny_tokenizer
 from glus.model.mllm.lora import trainable_report
 from glus.model.segmenter.build import build_sam2_model, load_sam2_checkpoint
 
 
 def test_llava15_folder_gives_transformers_llava_logits(tmp_path):
-    from glus.model.mllm.loading import load_llava
+    from glus.model.weights.lisa import load_llava
 
     tok = build_tiny_tokenizer()
     image_token = len(tok)  # transformers' Llava needs an in-vocabulary image token id

@@ -1,10 +1,10 @@
-"""glus motion-probe's data and model (no long training: its figures belong in the README, not in tests)."""
+"""glus study motion-probe's data and model (no long training: its figures belong in the README, not in tests)."""
 import numpy as np
 import pytest
 import torch
 
 from glus.data.synth.language import TRAVELLING
-from glus.eval.motion_probe import (DELIMITER, MOTION, OBJECT, SEG, ProbeConfig, MotionProbe, chance_accuracy,
+from glus.studies.motion_probe import (DELIMITER, MOTION, OBJECT, SEG, ProbeConfig, MotionProbe, chance_accuracy,
                                     collate, draw_sample, run_probe)
 from glus.data.synth.scene import MOTIONS
 

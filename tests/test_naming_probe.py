@@ -1,13 +1,12 @@
-"""glus naming-probe: the share of one-object expressions whose [SEG] names the referred colour and shape, per
+"""glus study naming-probe: the share of one-object expressions whose [SEG] names the referred colour and shape, per
 kind, checked with a model rigged to always say "red circle" (so the expected share comes from the captions)."""
 import pytest
 import torch
 
 from glus.data.cache import load_split
-from glus.data.synth.language import expression_captions, expression_kinds
-from glus.eval.naming_probe import naming_accuracy, word_ids
-from glus.model.export import export_untrained
-from glus.model.load import load_export
+from glus.studies.naming_probe import naming_accuracy, word_ids
+from glus.model.weights.export import export_untrained
+from glus.model.weights.load import load_export
 from glus.model.mllm import PromptBuilder
 
 SPLIT = "mevis/valid_u"
@@ -20,21 +19,20 @@ def test_shares_per_kind_match_the_captions_of_a_model_that_always_says_red_circ
     prompts = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(), num_context=4)
     index = load_split(synth_root, SPLIT)
     with pytest.raises(ValueError, match="expression"):
-        naming_accuracy(model, tokenizer, prompts, index, synth_root, SPLIT)
+        naming_accuracy(model, tokenizer, prompts, index)
 
     language = model.language
     red, circle = word_ids(tokenizer, ["red", "circle"])
 
     def rigged(batch):
-        seg_hidden, lm_logits, targets, _, motion_logits, pointer = language(batch)
-        logits = torch.zeros(*seg_hidden.shape[:2], len(tokenizer))
-        logits[..., red] = logits[..., circle] = 1.0
-        return seg_hidden, lm_logits, targets, logits, motion_logits, pointer
+        out = language(batch)
+        out.seg_logits = torch.zeros(*out.seg_hidden.shape[:2], len(tokenizer))
+        out.seg_logits[..., red] = out.seg_logits[..., circle] = 1.0
+        return out
 
     model.language = rigged
-    report = naming_accuracy(model, tokenizer, prompts, index, synth_root, SPLIT)
-    meta = synth_root / SPLIT / "meta_expressions.json"
-    captions, kinds = expression_captions(meta), expression_kinds(meta)
+    report = naming_accuracy(model, tokenizer, prompts, index)
+    captions, kinds = index.captions(), index.kinds()
     single = {k: c for k, c in captions.items() if " and " not in c and
               any(e.exp_id == k[1] and e.video == k[0] and len(e.obj_ids) == 1 for e in index.expressions)}
     for kind in set(kinds[k] for k in single):
@@ -53,7 +51,7 @@ def test_shares_per_kind_match_the_captions_of_a_model_that_always_says_red_circ
 
 
 def test_attention_split_by_hand():
-    from glus.eval.attention_probe import attention_split
+    from glus.studies.attention_probe import attention_split
 
     # 2 heads over 6 key positions, of which 1-4 are visual slots owned by objects 0, 1, background, 0
     attention = torch.tensor([[0.5, 0.1, 0.1, 0.1, 0.1, 0.1], [0.0, 0.3, 0.1, 0.0, 0.2, 0.4]])
@@ -65,15 +63,15 @@ def test_attention_split_by_hand():
 
 
 def test_seg_attention_covers_each_one_object_expression_once_per_layer(tmp_path, synth_root):
-    from glus.eval.attention_probe import seg_attention
+    from glus.studies.attention_probe import seg_attention
 
     torch.set_num_threads(1)
     args = {"seed": 0, "clip_image_size": 112, "sam_image_size": 128, "clip_resize": "squash", "llm_layers": 2}
     model, tokenizer, _ = load_export(export_untrained(tmp_path / "plain", args))
     prompts = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(), num_context=4)
     index = load_split(synth_root, SPLIT)
-    report = seg_attention(model, prompts, index, synth_root, SPLIT)
-    kinds = expression_kinds(synth_root / SPLIT / "meta_expressions.json")
+    report = seg_attention(model, prompts, index)
+    kinds = index.kinds()
     single = [e for e in index.expressions if len(e.obj_ids) == 1]
     assert {k: r["count"] for k, r in report.items()} == {
         k: sum(kinds[(e.video, e.exp_id)] == k for e in single) for k in report}
@@ -85,7 +83,7 @@ def test_seg_attention_covers_each_one_object_expression_once_per_layer(tmp_path
 
 
 def test_pointer_split_by_hand():
-    from glus.eval.attention_probe import pointer_split
+    from glus.studies.attention_probe import pointer_split
 
     logits = torch.logit(torch.tensor([[0.9, 0.7, 0.5, 0.1], [0.8, 0.6, 0.2, 0.0]]).clamp(1e-6, 1 - 1e-6))
     owners = torch.tensor([[0, 1, 2, -1], [0, 1, 1, -1]])  # object 0 referred, 1 its twin, 2 another object
@@ -95,14 +93,14 @@ def test_pointer_split_by_hand():
 
 
 def test_the_attention_probe_reports_where_the_pointer_points(tmp_path, synth_root):
-    from glus.eval.attention_probe import seg_attention
+    from glus.studies.attention_probe import seg_attention
 
     torch.set_num_threads(1)
     args = {"seed": 0, "clip_image_size": 112, "sam_image_size": 128, "clip_resize": "squash", "pooling": "2x2",
             "pointer": True}
     model, tokenizer, _ = load_export(export_untrained(tmp_path / "pointer", args))
     prompts = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(), num_context=4)
-    report = seg_attention(model, prompts, load_split(synth_root, SPLIT), synth_root, SPLIT)
+    report = seg_attention(model, prompts, load_split(synth_root, SPLIT))
     assert all(0 <= v <= 1 for row in report.values() for v in row["pointer"].values())
     assert "twin" in report["look-alike"]["pointer"]  # every look-alike expression's object has its twin
     assert all({"referred", "background"} <= set(row["pointer"]) for row in report.values())

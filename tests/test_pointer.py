@@ -55,7 +55,7 @@ def test_the_softmax_pointer_loss_charges_mass_on_the_twin_and_skips_empty_frame
 
 
 def test_the_builder_refuses_a_pointer_over_a_cropped_frame():
-    from glus.model.factory import TinyGLUSBuilder
+    from glus.model.build.tiny import TinyGLUSBuilder
 
     with pytest.raises(ValueError, match="squash"):
         TinyGLUSBuilder(clip_resize="crop", pointer=True)
@@ -64,7 +64,7 @@ def test_the_builder_refuses_a_pointer_over_a_cropped_frame():
 def test_the_pointer_loss_and_the_mask_loss_train_the_pointer_and_the_mask_prompt():
     import torch.nn.functional as F
 
-    from glus.model.factory import TinyGLUSBuilder
+    from glus.model.build.tiny import TinyGLUSBuilder
 
     model, tokenizer = TinyGLUSBuilder(clip_image_size=112, sam_image_size=128, **POINTER,
                                        loss_weights={"pointer": 1.0}).build()
@@ -96,15 +96,15 @@ def test_the_pointer_loss_and_the_mask_loss_train_the_pointer_and_the_mask_promp
 def test_the_q_th_seg_points_at_the_q_th_query_frame():
     """Changing query frame 2's pixels moves the map of [SEG] 2, over that frame's tokens, and barely the maps of
     [SEG] 0 and 1 (rounding: the changed frame is encoded in the same batch, not causally read)."""
-    from glus.model.factory import TinyGLUSBuilder
+    from glus.model.build.tiny import TinyGLUSBuilder
 
     model, tokenizer = TinyGLUSBuilder(clip_image_size=112, sam_image_size=128, **POINTER).build()
     model.eval()
     batch = synthetic_batch(model, tokenizer)
     with torch.no_grad():
-        before = model.language(batch)[5]
+        before = model.language(batch).pointer_logits
         batch.clip_frames[:, 4 + 2] = torch.flip(batch.clip_frames[:, 4 + 2], dims=[-1])
-        after = model.language(batch)[5]
+        after = model.language(batch).pointer_logits
     changed = (after - before).abs().amax(dim=(0, 2, 3))
     assert changed[2] > 0.01 and changed[2] > 100 * changed[:2].max()
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glus.data.clips import load_frames
+from glus.data.frames import load_frames
 from glus.data.generated import GeneratedVideo
 from glus.infer.engine import FaithfulLoop, StreamingEngine
-from glus.model.factory import E2E_MEMORY, tiny_glus
+from glus.model.build.tiny import E2E_MEMORY, tiny_glus
 from glus.model.glus import ClipBatch
 from glus.model.mllm import PromptBuilder
 from glus.model.precision import for_inference

@@ -10,7 +10,6 @@ import yaml
 
 from glus.data.cache import load_split
 from glus.data.errors import DataError
-from glus.data.synth.language import expression_captions, expression_kinds
 from glus.data.synth.writer import BALANCED_KINDS, balanced_videos, write_synthetic
 from glus.data.vos_clips import VOSClipDataset, VOSClipSpec, first_frame_prompt
 from glus.model.losses import expression_loss
@@ -27,13 +26,13 @@ def test_balanced_valid_u_holds_the_same_number_of_each_kind(tmp_path):
     assert all(counts[k] == 6 for k in BALANCED_KINDS)
     assert [v.vid for v in videos] == [v.vid for v in balanced_videos(seed=5, per_kind=6)]  # a function of the seed
     write_synthetic(tmp_path, seed=5, videos=4, valid_per_kind=6, progress=False)
-    kinds = Counter(expression_kinds(tmp_path / "mevis" / "valid_u" / "meta_expressions.json").values())
+    kinds = Counter(load_split(tmp_path, "mevis/valid_u").kinds().values())
     assert kinds == Counter({k: 6 for k in BALANCED_KINDS})
 
 
 def test_captions_name_every_referred_object_in_full(synth_root):
-    meta = Path(synth_root) / "mevis" / "train" / "meta_expressions.json"
-    captions, kinds = expression_captions(meta), expression_kinds(meta)
+    index = load_split(synth_root, "mevis/train")
+    captions, kinds = index.captions(), index.kinds()
     assert captions.keys() == kinds.keys()
     for key, caption in captions.items():
         assert caption.startswith("the ") and (" and " in caption) == (kinds[key] == "plural" and
@@ -108,7 +107,7 @@ def test_a_prompted_clip_trains_every_trainable_part_and_supervises_its_first_fr
 def test_glus_starts_from_the_pretrained_segmenter(tmp_path, synth_root):
     """Two steps of the stage-1 recipe, then the tiny GLUS built on its export holds its SAM-2 and memory."""
     from glus.errors import GlusError
-    from glus.model.factory import TinyGLUSBuilder
+    from glus.model.build.tiny import TinyGLUSBuilder
     from glus.train.cli import fit
 
     override = tmp_path / "tiny.yaml"
@@ -136,7 +135,7 @@ def test_glus_starts_from_the_pretrained_segmenter(tmp_path, synth_root):
 def test_the_alignment_stage_trains_the_language_model_alone_and_glus_starts_from_it(tmp_path, synth_root):
     """Stage 2: two steps of the multimodal LM alone (SAM-2 never runs, so it stays frozen), grounded targets;
     the tiny GLUS built on its export holds its LM, LoRA included."""
-    from glus.model.factory import TinyGLUSBuilder
+    from glus.model.build.tiny import TinyGLUSBuilder
     from glus.train.cli import fit
 
     override = tmp_path / "tiny.yaml"
@@ -162,7 +161,7 @@ def test_the_alignment_stage_trains_the_language_model_alone_and_glus_starts_fro
     assert any("lora_" in n for n in trained) and any("vision_tower" in n for n in trained)
     for name, p in trained.items():
         assert torch.equal(own[name], p), name
-    from glus.model.load import load_export
+    from glus.model.weights.load import load_export
 
     loaded = dict(load_export(export)[0].named_parameters())  # the LM-only export loads as it was trained
     assert all(torch.equal(loaded[n], p) for n, p in trained.items())
@@ -240,7 +239,7 @@ def test_every_ablation_row_trains_and_scores(row, tmp_path, synth_root):
 def test_sine_clip_positions_give_each_patch_a_distinct_code_of_the_asked_norm():
     from transformers import CLIPVisionModel
 
-    from glus.model.factory import TinyGLUSBuilder, sine_clip_positions, tiny_clip_config
+    from glus.model.build.tiny import TinyGLUSBuilder, sine_clip_positions, tiny_clip_config
 
     tower = CLIPVisionModel(tiny_clip_config(image_size=112))
     before = tower.embeddings.position_embedding.weight.detach().clone()
@@ -280,8 +279,8 @@ def test_the_committed_segmenter_stage_loads_strictly_and_starts_glus_and_every_
     tensor of it; what they train beyond it is named: GLUS' mask-prompt convolutions, a memory's own modules."""
     from safetensors.torch import load_file
 
-    from glus.model.factory import TinyGLUSBuilder
-    from glus.model.load import load_export
+    from glus.model.build.tiny import TinyGLUSBuilder
+    from glus.model.weights.load import load_export
 
     heads = load_file(str(STAGE / "heads.safetensors"))
     stage, _, stage_recipe = load_export(STAGE)

@@ -20,12 +20,12 @@ from glus.data.synth import write_synthetic
 from glus.errors import GlusError
 from glus.eval.metrics import f_per_frame
 from glus.cli import main
-from glus.eval.pseudolabel import SCHEMA, pseudolabel_split, read_pseudolabels, select_videos
+from glus.train.pseudolabel import SCHEMA, pseudolabel_split, read_pseudolabels, select_videos
 from glus.infer.engine import StreamingEngine
 from glus.infer.jobs import JobSettingsError, assign_videos, read_job_settings
 from glus.io import tree_hash
-from glus.model.export import export_untrained
-from glus.model.load import load_model
+from glus.model.weights.export import export_untrained
+from glus.model.weights.load import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLIT = "mevis/train"  # 8 videos with videos=8 (valid_u gets 4): enough for a subset, shards and a kill
@@ -185,7 +185,7 @@ def test_rerun_with_other_settings_is_refused(setup, reference):
 
 
 def test_a_failing_video_is_named_and_the_finished_ones_are_kept(setup, monkeypatch):
-    import glus.eval.pseudolabel as pl
+    import glus.train.pseudolabel as pl
     from glus.data.errors import DataError
 
     base, index, export, model, tokenizer = setup
@@ -208,3 +208,33 @@ def test_a_failing_video_is_named_and_the_finished_ones_are_kept(setup, monkeypa
     with pytest.raises(GlusError, match="annotation PNG is missing"):  # a fixable cause prints without traceback
         pseudolabel_split(model, tokenizer, index, out, **args)
     assert calls[2] == calls[1]  # the rerun resumed at the failed video
+
+def test_a_write_cut_short_leaves_nothing_that_counts_as_done(setup, reference, monkeypatch):
+    """A crash inside the parquet write (the moment a kill can corrupt a file): the video's file must not exist
+    then, so the rerun writes it again. A plain write into the final path leaves half a file there, which a
+    rerun takes for a finished video (this test then fails)."""
+    import pyarrow.parquet as pq
+
+    base, index, export, model, tokenizer = setup
+    write_table, calls = pq.write_table, []
+
+    class Killed(Exception):
+        pass
+
+    def cut_short(table, where, *args, **kwargs):
+        calls.append(Path(where))
+        write_table(table, where, *args, **kwargs)
+        if len(calls) == 2:  # the second video: truncate what was written, then die
+            Path(where).write_bytes(Path(where).read_bytes()[:100])
+            raise Killed
+
+    monkeypatch.setattr(pq, "write_table", cut_short)
+    out = base / "cut"
+    args = dict(ckpt=export, fraction=0.5, seed=0, progress=False)
+    with pytest.raises(Killed):
+        pseudolabel_split(model, tokenizer, index, out, **args)
+    assert len(_done(out)) == 1 and not list(out.rglob(".*.tmp.*"))
+    monkeypatch.setattr(pq, "write_table", write_table)
+    summary = pseudolabel_split(model, tokenizer, index, out, **args)
+    assert (summary.videos_skipped, summary.videos_written) == (1, 3)
+    assert sort_rows(read_pseudolabels(out)) == sort_rows(reference[1])

@@ -155,7 +155,7 @@ def test_block_importance_and_lora_on_the_top_blocks(tmp_path):
 
 def test_vos_path_trains_and_propagates_with_rds():
     from glus.data.generated import GeneratedVideo
-    from glus.data.clips import load_frames
+    from glus.data.frames import load_frames
     from glus.infer.vos import propagate
     from glus.model.vos import VOSClipBatch, VOSBuilder
 
@@ -184,7 +184,7 @@ def test_the_rds_recipes_chain_runs_and_the_export_reloads(tmp_path, synth_root)
     import yaml
 
     from glus.cli import main
-    from glus.model.load import load_export
+    from glus.model.weights.load import load_export
     from glus.train.cli import fit
 
     recipes = Path(__file__).resolve().parents[1] / "recipes"

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from glus.model.factory import E2E_MEMORY, LisaGLUSBuilder
+from glus.model.build.tiny import E2E_MEMORY
+
+from glus.model.build.published import LisaGLUSBuilder
 from glus.model.memory import SAM2MemoryBank
 from glus.model.segmenter import SAM2Segmenter
 from glus.train.batch import device_count, plan_batch

@@ -9,10 +9,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from glus.model.errors import CheckpointError
-from glus.model.factory import published_glus, tiny_mllm
+from glus.model.build.published import published_glus
+from glus.model.build.tiny import tiny_mllm
 from glus.model.mllm.tokenizer import SPECIAL_TOKENS
-from glus.model.load import load_export, load_model
-from glus.model.released import is_released_folder, load_released, save_released_layout
+from glus.model.weights.load import load_export, load_model
+from glus.model.weights.released import is_released_folder, load_released, save_released_layout
 from tests.fixtures import mevis_layout
 
 SEED = 3
@@ -129,7 +130,7 @@ def test_every_tensor_loads_exactly(released, trained):
 @pytest.fixture(scope="module")
 def exported(base, trained):
     """The same weights through our own export: every parameter in heads.safetensors, the builder for the rest."""
-    from glus.model.export import export_model
+    from glus.model.weights.export import export_model
 
     model, tokenizer = trained
     spec = {"class_path": f"{__name__}.TinyPublishedBuilder", "init_args": {"seed": SEED}}
@@ -293,7 +294,7 @@ def test_a_tokenizer_without_the_glus_tokens_is_refused(trained, base):
 
 
 def test_lisa_folders_and_lora_models_are_refused(trained, base, tmp_path):
-    from glus.model.mllm.loading import save_lisa_layout
+    from glus.model.weights.lisa import save_lisa_layout
     from glus.model.mllm.lora import apply_lora
 
     model, tokenizer = trained

@@ -11,9 +11,9 @@ import torch
 import yaml
 
 from glus.data.cache import load_split
-from glus.data.clips import load_frames
+from glus.data.frames import load_frames
 from glus.data.samplers import inference_context_frames
-from glus.model.load import load_export
+from glus.model.weights.load import load_export
 from glus.model.mllm.prompt import IGNORE_INDEX
 from glus.model.selector import (SCORE_TOKEN, ScorePromptBuilder, TinySelectorBuilder, add_score_token,
                                  lisa_selector_7b_on_meta)
@@ -34,7 +34,7 @@ def tiny():
 def glus_export(tmp_path_factory):
     """An untrained export of the embedded default's GLUS (its video projector and frame slots included: the
     selector recipe must fit the export `make ablate` and `make train RECIPE=selector_synthetic` start from)."""
-    from glus.model.export import export_untrained
+    from glus.model.weights.export import export_untrained
 
     builder = yaml.safe_load((RECIPES / "synthetic.yaml").read_text())["model"]["init_args"]["builder"]
     args = {k: v for k, v in builder["init_args"].items() if k != "mllm_init"}  # weights do not matter here
@@ -248,7 +248,7 @@ def test_missing_labels_and_export_are_reported_first(tmp_path, monkeypatch):
 
 
 def test_recipes_state_their_command_and_the_7b_builder_reads_lisa():
-    from glus.model.load import instantiate
+    from glus.model.resolve import instantiate
 
     for name in ("selector", "selector_synthetic"):
         text = (RECIPES / f"{name}.yaml").read_text()

@@ -7,7 +7,9 @@ import pytest
 import torch
 import yaml
 
-from glus.data.clips import ClipSpec, load_frames
+from glus.data.clips import ClipSpec
+
+from glus.data.frames import load_frames
 from glus.data.synth.stream import SPLIT, StreamedClipDataset, StreamedVOSClipDataset, jpeg_round_trip, objects_union
 from glus.data.synth.writer import make_video, write_mevis_split
 from glus.train.module import name_words, place
@@ -147,7 +149,7 @@ def test_the_name_stage_and_the_default_start_from_the_committed_motion_stage(tm
     multimodal LM, LoRA included, is the committed one before training."""
     from safetensors.torch import load_file
 
-    from glus.model.factory import TinyGLUSBuilder, stage_hint
+    from glus.model.build.tiny import TinyGLUSBuilder, stage_hint
     from glus.train.cli import fit
 
     stage = ROOT / "checkpoints" / "synthetic" / "motion"
@@ -155,7 +157,7 @@ def test_the_name_stage_and_the_default_start_from_the_committed_motion_stage(tm
     override.write_text(yaml.safe_dump({
         "trainer": {"max_steps": 1, "log_every_n_steps": 1},
         "model": {"init_args": {"warmup_steps": 1, "total_steps": 1,
-                                "builder": {"class_path": "glus.model.factory.TinyGLUSBuilder",
+                                "builder": {"class_path": "glus.model.build.tiny.TinyGLUSBuilder",
                                             "init_args": {"mllm_init": str(stage)}}}},
         "data": {"init_args": {"batch_size": 1, "steps_per_epoch": 1, "num_workers": 0}}}))
     recipes = [ROOT / "recipes" / "pretrain" / f"{name}.yaml" for name in (

@@ -9,7 +9,6 @@ from glus.cli import main
 from glus.data.cache import load_split
 from glus.data.masks import MaskReader
 from glus.data.synth import write_synthetic
-from glus.data.synth.language import expression_kinds
 from glus.data.synth.writer import make_video
 
 
@@ -136,10 +135,9 @@ def test_expression_kinds_say_what_tells_the_object_apart(synth_root):
             assert r.kind == expected, (v.vid, r.text)
             seen[r.kind] += 1
     assert set(seen) == {"appearance", "look-alike", "motion", "plural", "absent"}
-    kinds = expression_kinds(synth_root / "mevis/valid_u/meta_expressions.json")
     index = load_split(synth_root, "mevis/valid_u")
-    assert set(kinds) == {(e.video, e.exp_id) for e in index.expressions}  # every expression, nothing more
-    assert expression_kinds(synth_root / "refytvos/valid/missing.json") == {}
+    assert set(index.kinds()) == {(e.video, e.exp_id) for e in index.expressions}  # every expression, nothing more
+    assert set(index.captions()) == set(index.kinds())
 
 
 def test_long_videos_cross_twins_and_bring_wanderers_back(tmp_path):
@@ -165,4 +163,4 @@ def test_long_videos_cross_twins_and_bring_wanderers_back(tmp_path):
         for e, o in zip(exprs, objs):
             got = reader.targets(e, range(300))
             assert np.array_equal(got, np.stack([label == o.obj_id + 1 for label in video.labels]))
-        assert set(expression_kinds(tmp_path / "mevis" / "valid_u" / "meta_expressions.json").values()) == {LONG_KIND}
+        assert set(index.kinds().values()) == {LONG_KIND}

@@ -12,7 +12,9 @@ import pytest
 import torch
 import yaml
 
-from glus.model.load import instantiate, load_export
+from glus.model.resolve import instantiate
+
+from glus.model.weights.load import load_export
 from glus.train.preflight import MissingInputs, check_inputs
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -54,7 +56,7 @@ def test_every_recipe_parses_and_instantiates(synth_root):
         if model_spec["init_args"]["builder"]["class_path"].endswith("LisaGLUSBuilder"):
             builder = instantiate(model_spec["init_args"]["builder"])  # nothing heavy happens here
             assert {p for p, _ in builder.required_paths()} >= {"checkpoints/LISA-7B-v1"}
-            model_spec["init_args"]["builder"] = {"class_path": "glus.model.factory.TinyGLUSBuilder"}
+            model_spec["init_args"]["builder"] = {"class_path": "glus.model.build.tiny.TinyGLUSBuilder"}
             assert recipe["trainer"]["strategy"]["class_path"].endswith("DeepSpeedStrategy")
             assert recipe["trainer"]["precision"] == "bf16-mixed"  # every published setting: test_recipes.py
         model_spec["init_args"]["evaluation"] = None
@@ -127,7 +129,7 @@ def test_tiny_fit_writes_metrics_overlays_and_an_export_that_reloads(tmp_path, s
     from peft import PeftModel
     from transformers import LlamaForCausalLM
 
-    from glus.model.factory import tiny_llama_config
+    from glus.model.build.tiny import tiny_llama_config
 
     base = LlamaForCausalLM(tiny_llama_config(len(tokenizer)))
     peft_model = PeftModel.from_pretrained(base, str(run / "export" / "adapter"))
@@ -207,7 +209,7 @@ def scored_run(folder, jf, kinds, per_kind=2):
 
 
 def test_runs_compare_adds_the_control_and_prints_both(tmp_path, capsys):
-    from glus.train.report import merge_control
+    from glus.studies.runs import merge_control
 
     main_run = scored_run(tmp_path / "main", 0.7, {"appearance": 0.8, "motion": 0.6})
     merged = merge_control(main_run, scored_run(tmp_path / "control", 0.2, {"appearance": 0.25, "motion": 0.15}))
@@ -219,7 +221,7 @@ def test_runs_compare_adds_the_control_and_prints_both(tmp_path, capsys):
 
 
 def test_runs_heldout_reports_each_kinds_largest_change_and_whether_it_holds(tmp_path, capsys):
-    from glus.train.report import heldout_table
+    from glus.studies.runs import heldout_table
 
     ref = scored_run(tmp_path / "data_seed0", 0.70, {"appearance": 0.80, "motion": 0.60}, 50)
     one = scored_run(tmp_path / "data_seed1", 0.72, {"appearance": 0.88, "motion": 0.58}, 50)

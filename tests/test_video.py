@@ -137,11 +137,11 @@ def test_selector_scorer_with_a_video_projector_equals_the_plain_forward(tmp_pat
     """The selector from a GLUS export with a video projector: its cached scorer relates each target frame to the
     reference frames as its training forward does."""
     from glus.data.cache import load_split
-    from glus.data.clips import load_frames
+    from glus.data.frames import load_frames
     from glus.data.samplers import inference_context_frames
     from glus.errors import GlusError
     from glus.infer.selector import SelectorScorer
-    from glus.model.export import export_untrained
+    from glus.model.weights.export import export_untrained
     from glus.model.selector import ScorePromptBuilder, TinySelectorBuilder
 
     args = {"seed": 0, "clip_image_size": 112, "sam_image_size": 128, "clip_resize": "squash", "video_layers": 1}
@@ -168,7 +168,7 @@ def test_selector_scorer_with_a_video_projector_equals_the_plain_forward(tmp_pat
 def test_motion_loss_is_the_cross_entropy_of_the_labelled_tokens_and_trains_the_projector():
     import torch.nn.functional as F
 
-    from glus.model.factory import TinyGLUSBuilder
+    from glus.model.build.tiny import TinyGLUSBuilder
     from tests.model_helpers import synthetic_batch
 
     model, tokenizer = TinyGLUSBuilder(clip_image_size=112, sam_image_size=128, clip_resize="squash",

@@ -14,8 +14,8 @@ from glus.data.vos_clips import VOSClipDataset, VOSClipSpec, video_objects
 from glus.infer import vos_job
 from glus.infer.vos import propagate, run_pass
 from glus.infer.vos_job import VOSJobError, run_vos_job
-from glus.model.export import export_model
-from glus.model.load import load_export
+from glus.model.weights.export import export_model
+from glus.model.weights.load import load_export
 from glus.model.vos import VOSBuilder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,7 +238,7 @@ def test_sparse_every_frame_is_the_engine_and_the_llm_runs_on_anchors_only(glus_
 def test_sparse_gaps_blend_the_two_directions_by_distance(glus_setup, vos_export):
     from glus.infer.sparse import SparseEngine
     from glus.infer.vos import encoder_of, run_order
-    from glus.data.clips import load_frames
+    from glus.data.frames import load_frames
 
     _, index, _, model, tokenizer = glus_setup
     _, vos = vos_export
@@ -284,7 +284,7 @@ def test_every_trainable_parameter_gets_a_gradient_from_one_clip(memory, synth_r
 
 def test_the_real_vos_recipe_parses_and_names_its_inputs(synth_root):
     """recipes/vos_gated_linear.yaml at its real settings, built on the tiny SAM-2 (no checkpoint offline)."""
-    from glus.model.load import instantiate
+    from glus.model.resolve import instantiate
     from glus.train.preflight import required_inputs
 
     recipe = yaml.safe_load((ROOT / "recipes" / "vos_gated_linear.yaml").read_text())

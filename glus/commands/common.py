@@ -44,7 +44,7 @@ def load_for_inference(args, kind: str = "glus"):
     so that a selector export given to predict (or a GLUS export to keyframes) is named, not an AttributeError."""
     import torch
 
-    from glus.model.load import load_model
+    from glus.model.weights.load import load_model
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device(args.device if args.device != "auto" else

@@ -1,5 +1,5 @@
 """`glus evaluate`, `glus submit` and `glus visualize`: what is done with a prediction folder; `glus validate`:
-an export's J&F as `glus fit` reports it; and `glus ablation-table`: the figures of several trained runs side
+an export's J&F as `glus fit` reports it; and `glus study ablation-table`: the figures of several trained runs side
 by side."""
 from __future__ import annotations
 
@@ -10,17 +10,14 @@ from glus.commands.common import prediction_args, split_args
 
 
 def _evaluate(args) -> int:
-    from pathlib import Path
-
     from glus.data.cache import load_split
-    from glus.data.synth.language import expression_kinds
     from glus.eval.evaluate import evaluate, print_table, write_results
     from glus.eval.metrics import by_kind
 
     index = load_split(args.root, args.data)
     results, scored = evaluate(args.pred, index, missing=args.missing, workers=args.workers,
                                progress=not args.quiet)
-    kinds = expression_kinds(Path(args.root) / args.data / "meta_expressions.json")  # synthetic data only
+    kinds = index.kinds()  # synthetic data only
     if kinds:
         results["by_kind"] = by_kind(scored.scores, kinds)
     default = f"{args.pred.rstrip('/')}/results_{args.data.replace('/', '_')}.json"
@@ -71,7 +68,7 @@ class _AblationEntry(argparse.Action):
 
 def _ablation_table(args) -> int:
     from glus.errors import GlusError
-    from glus.eval.ablation import AblationRow, ablation_table, output_paths
+    from glus.studies.ablation import AblationRow, ablation_table, output_paths
 
     if not args.entries:
         raise GlusError("ablation-table: give at least one --row NAME SOURCE [SOURCE ...] or --pending NAME REASON")
@@ -83,36 +80,28 @@ def _ablation_table(args) -> int:
 
 
 def _validate(args) -> int:
-    """The clip-wise J&F `glus fit` reports (glus.eval.chunked), of an export on any split with ground truth: e.g.
-    the embedded default on synthetic videos of another data seed (held-out behaviour)."""
-    import inspect
+    """The clip-wise J&F `glus fit` reports (glus.train.module.fit_report), of an export on any split with ground
+    truth: e.g. the embedded default on synthetic videos of another data seed (held-out behaviour)."""
     from contextlib import nullcontext
     from pathlib import Path
 
     from glus.data.cache import load_split
-    from glus.data.masks import MaskReader
-    from glus.data.synth.language import expression_kinds
-    from glus.eval.chunked import evaluate_split
-    from glus.eval.metrics import aggregate_mean, by_kind
-    from glus.model.load import load_export
     from glus.model.memory import memory_off
     from glus.model.mllm import PromptBuilder
-    from glus.train.module import GLUSModule, write_results
+    from glus.model.weights.load import load_export
+    from glus.train.module import BLANK_TEXT, GLUSModule, fit_report, write_results
 
     model, tokenizer, recipe = load_export(args.ckpt)
-    defaults = {k: p.default for k, p in inspect.signature(GLUSModule).parameters.items()}
-    hp = {**defaults, **recipe.get("model", {}).get("init_args", {})}  # a recipe states what differs
+    hp = GLUSModule.recipe_settings(recipe)
     prompts = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(), num_context=hp["num_context"],
                             label_mode=hp["label_mode"], template=model.template)
+    text = (lambda t: BLANK_TEXT) if hp["blank_text"] else (lambda t: t)  # a control reads what its fit read
     index = load_split(args.root, args.data)
     with memory_off(model) if args.memory_off else nullcontext():
-        scores, kept = evaluate_split(model, prompts, index, MaskReader(index), hp["num_context"], hp["num_query"],
-                                      args.max_videos, keep_predictions=args.overlays)
-    metrics = {**aggregate_mean(scores), "split": args.data, "root": str(args.root), "ckpt": str(args.ckpt),
+        scores_all, scores, kept = fit_report(model, prompts, index, hp["num_context"], hp["num_query"], text,
+                                              args.max_videos, args.overlays)
+    metrics = {**scores_all, "split": args.data, "root": str(args.root), "ckpt": str(args.ckpt),
                "memory": "off" if args.memory_off else "on"}
-    kinds = expression_kinds(Path(args.root) / args.data / "meta_expressions.json")
-    if kinds:
-        metrics["by_kind"] = by_kind(scores, kinds)
     write_results(Path(args.out), metrics, scores, kept)
     print(f"J&F {metrics['jf']:.3f} (J {metrics['j']:.3f}, F {metrics['f']:.3f}) on {args.data} of {args.root}"
           + "".join(f"\n  {k:12} {m['jf']:.3f} ({m['count']})" for k, m in metrics.get("by_kind", {}).items())

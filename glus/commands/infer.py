@@ -1,4 +1,4 @@
-"""`glus predict`, `glus pseudolabel`, `glus keyframes` and `glus keyframes-report`: a GLUS (or key-frame
+"""`glus predict`, `glus pseudolabel`, `glus keyframes` and `glus study keyframes-report`: a GLUS (or key-frame
 selector) export run over a split."""
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _predict(args) -> int:
 
 def _pseudolabel(args) -> int:
     from glus.data.cache import load_split
-    from glus.eval.pseudolabel import check_fraction, pseudolabel_split, write_summary
+    from glus.train.pseudolabel import check_fraction, pseudolabel_split, write_summary
     from glus.infer.jobs import parse_shard
 
     shard = parse_shard(args.shard)  # the cheap checks first: a typo should not cost a model load
@@ -81,7 +81,7 @@ def _keyframes(args) -> int:
 
 def _keyframes_report(args) -> int:
     from glus.data.cache import load_split
-    from glus.eval.keyframe_report import keyframe_report, format_table
+    from glus.studies.keyframe_report import keyframe_report, format_table
 
     index = load_split(args.root, args.data)
     model, tokenizer, recipe = load_for_inference(args)
@@ -119,7 +119,7 @@ def add_predict_parser(sub) -> None:
 
 
 def add_parsers(sub) -> None:
-    """`glus pseudolabel`, `glus keyframes`, `glus keyframes-report`."""
+    """`glus pseudolabel`, `glus keyframes`, `glus study keyframes-report`."""
     p = sub.add_parser("pseudolabel", help="per-frame IoU, J and F of a GLUS export's masks on (part of) a training "
                        "split: the key-frame selector's labels (parquet under OUT/rows)")
     model_args(p)

@@ -1,4 +1,4 @@
-"""`glus bench`, `glus gpu-check`, `glus model summary` and `glus model cost`: figures and model inspection."""
+"""`glus tools bench`, `glus tools gpu-check`, `glus tools model summary` and `glus tools model cost`: figures and model inspection."""
 from __future__ import annotations
 
 import json
@@ -8,14 +8,14 @@ from glus.errors import GlusError
 
 
 def _bench(args) -> int:
-    from glus.bench import run_bench
+    from glus.tools.bench import run_bench
 
     run_bench(args.out, long_frames=args.long_frames, vos_frames=args.vos_frames, parts=args.only or None)
     return 0
 
 
 def _gpu_check(args) -> int:
-    from glus.gpu_check import check
+    from glus.tools.gpu_check import check
 
     report = check(Path(args.out), dry=args.dry, device=args.device, data_root=args.data, parts=args.parts)
     print((Path(args.out) / "gpu.md").read_text())
@@ -23,7 +23,8 @@ def _gpu_check(args) -> int:
 
 
 def _model_summary(args) -> int:
-    from glus.model.factory import E2E_MEMORY, glus_7b_on_meta, tiny_glus
+    from glus.model.build.tiny import E2E_MEMORY, tiny_glus
+    from glus.model.build.published import glus_7b_on_meta
     from glus.model.mllm.lora import format_report, trainable_report
 
     memory = E2E_MEMORY if args.memory == "e2e" else None
@@ -33,15 +34,15 @@ def _model_summary(args) -> int:
 
 
 def _model_cost(args) -> int:
-    from glus.eval.cost import describe, format_costs, model_costs, model_from_recipe, preset_model
+    from glus.tools.cost import describe, format_costs, model_costs, model_from_recipe, preset_model
 
     if args.recipe and args.preset:
-        raise GlusError("glus model cost: give --recipe or --preset, not both")
+        raise GlusError("glus tools model cost: give --recipe or --preset, not both")
     if args.recipe:
         model, tokenizer, train = model_from_recipe(args.recipe)
         name = args.recipe
     else:
-        from glus.model.factory import E2E_MEMORY
+        from glus.model.build.tiny import E2E_MEMORY
 
         preset = args.preset or "glus-7b"
         model, tokenizer, train = preset_model(preset, E2E_MEMORY if args.memory == "e2e" else None)
@@ -69,7 +70,7 @@ def _model_cost(args) -> int:
 
 
 def _motion_probe(args) -> int:
-    from glus.eval.motion_probe import ProbeConfig, run_probe
+    from glus.studies.motion_probe import ProbeConfig, run_probe
 
     cfg = ProbeConfig(steps=args.steps, seed=args.seed, layers=args.layers, width=args.width,
                       frame_embedding=args.frame_embedding, aux=args.aux, simple=args.simple,
@@ -84,7 +85,7 @@ def _motion_probe(args) -> int:
 def _probe_setup(args):
     """(model, tokenizer, prompts, num_context, index) of a probe command: the export, its conversation, the split."""
     from glus.data.cache import load_split
-    from glus.model.load import load_export
+    from glus.model.weights.load import load_export
     from glus.model.mllm import PromptBuilder
 
     model, tokenizer, recipe = load_export(args.ckpt)
@@ -103,10 +104,10 @@ def _write_probe(args, report: dict) -> None:
 
 
 def _naming_probe(args) -> int:
-    from glus.eval.naming_probe import naming_accuracy
+    from glus.studies.naming_probe import naming_accuracy
 
     model, tokenizer, prompts, num_context, index = _probe_setup(args)
-    report = naming_accuracy(model, tokenizer, prompts, index, args.root, args.data, num_context)
+    report = naming_accuracy(model, tokenizer, prompts, index, num_context)
     for kind, row in report.items():
         print(f"{kind}: the [SEG] names the object for {row['named']:.2f} of {row['count']} expressions "
               f"(chance 1 in 18), an object of the video for {row['in_video']:.2f} (chance {row['chance']:.2f})")
@@ -115,10 +116,10 @@ def _naming_probe(args) -> int:
 
 
 def _attention_probe(args) -> int:
-    from glus.eval.attention_probe import seg_attention
+    from glus.studies.attention_probe import seg_attention
 
     model, _, prompts, num_context, index = _probe_setup(args)
-    report = seg_attention(model, prompts, index, args.root, args.data, num_context)
+    report = seg_attention(model, prompts, index, num_context)
     for kind, row in report.items():
         share = row["share"]
         print(f"{kind} ({row['count']} expressions): share of the visual tokens: referred object "
@@ -135,7 +136,7 @@ def _attention_probe(args) -> int:
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("naming-probe", help="does a tiny GLUS' [SEG] name the colour and shape of the object an "
-                       "expression refers to? per kind of synthetic expression (README, 'The embedded default')")
+                       "expression refers to? per kind of synthetic expression (docs/embedded_default.md)")
     p.add_argument("--ckpt", required=True, help="an export folder (trained with loss_weights.expression > 0)")
     p.add_argument("--root", default="data/synthetic")
     p.add_argument("--data", default="mevis/valid_u")
@@ -150,7 +151,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="JSON file for the figures")
     p.set_defaults(func=_attention_probe)
     p = sub.add_parser("motion-probe", help="can the tiny LLaMA pick an object by its motion from ideal object "
-                       "tokens? (no vision tower: README, 'The paper's ablation, measured')")
+                       "tokens? (no vision tower: docs/embedded_default.md)")
     p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layers", type=int, default=2, help="LLaMA layers (the default's: 2)")
@@ -174,7 +175,7 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("gpu-check", help="the one prepared GPU check at the 7B shapes with random weights: training "
-                       "step time and MFU, engine vs faithful loop, streaming memory at 1080p/4K (glus.gpu_check)")
+                       "step time and MFU, engine vs faithful loop, streaming memory at 1080p/4K (glus.tools.gpu_check)")
     p.add_argument("--out", default="runs/gpu", help="writes gpu.json and gpu.md here")
     p.add_argument("--dry", action="store_true", help="the same script at the tiny shapes on the CPU (a rot check)")
     p.add_argument("--device", default=None, help="default: cuda (cpu with --dry)")
@@ -193,7 +194,7 @@ def add_parsers(sub) -> None:
 
     p = model.add_parser("cost", help="FLOPs per expression-frame (faithful loop, engine, sparse mode, the VOS path) "
                          "and per training sample, and memory: counted by running the model's modules on the meta "
-                         "device (glus.eval.cost)")
+                         "device (glus.tools.cost)")
     p.add_argument("--recipe", default=None, help="a recipe (GLUS or plain VOS); LISA-7B recipes are built with "
                    "LISA-7B-v1's shapes on the meta device, no checkpoint read")
     p.add_argument("--preset", choices=("glus-7b", "tiny"), default=None, help="instead of --recipe (default glus-7b)")

@@ -1,5 +1,5 @@
 """`glus fit` (LightningCLI overrides travel in args.lightning_args: glus.cli.main puts them there) and
-`glus runs compare` / `glus runs heldout`."""
+`glus study compare-runs` / `glus study heldout` (formerly `glus study compare-runs` / `glus study heldout`)."""
 from __future__ import annotations
 
 
@@ -12,14 +12,14 @@ def _fit(args) -> int:
 
 
 def _runs_compare(args) -> int:
-    from glus.train.report import merge_control
+    from glus.studies.runs import merge_control
 
     merge_control(args.run, args.control)
     return 0
 
 
 def _runs_heldout(args) -> int:
-    from glus.train.report import heldout_table
+    from glus.studies.runs import heldout_table
 
     heldout_table(args.reference, args.heldout, args.tolerance, args.out)
     return 0
@@ -36,12 +36,11 @@ def add_parsers(sub) -> None:
                         "and the data's (default: the recipe's own)")
     p.set_defaults(func=_fit)
 
-    runs = sub.add_parser("runs", help="training runs").add_subparsers(dest="runs_command", required=True)
-    p = runs.add_parser("compare", help="add a blank-text control's figures to a run's metrics.json")
+    p = sub.add_parser("compare-runs", help="add a blank-text control's figures to a run's metrics.json")
     p.add_argument("run")
     p.add_argument("control")
     p.set_defaults(func=_runs_compare)
-    p = runs.add_parser("heldout", help="J&F per kind of one export on its data seed and on others (glus validate "
+    p = sub.add_parser("heldout", help="J&F per kind of one export on its data seed and on others (glus validate "
                                         "folders), with the largest change of each kind")
     p.add_argument("reference", help="glus validate folder of the export's own data seed")
     p.add_argument("heldout", nargs="+", help="glus validate folders of other data seeds")

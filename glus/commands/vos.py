@@ -1,4 +1,4 @@
-"""The plain VOS path: `glus vos`, `glus vos-eval`, `glus vos-table` and `glus rds importance`."""
+"""The plain VOS path: `glus vos`, `glus vos-eval`, `glus study vos-table` and `glus rds importance`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,7 +41,7 @@ def _vos_eval(args) -> int:
 
 def _rds_importance(args) -> int:
     from glus.data.cache import load_split
-    from glus.eval.importance import importance_job
+    from glus.train.rds_importance import importance_job
 
     model, _, _ = load_for_inference(args, kind="vos")
     report = importance_job(model, load_split(args.root, args.data), args.out, frames=args.frames,

@@ -17,7 +17,7 @@ from glus.data.errors import ProblemLog
 from glus.data.formats import FORMATS, parse_split, read_dataset_dir
 from glus.data.index import SplitIndex
 
-READER_VERSION = 1
+READER_VERSION = 2  # 2: expressions carry kind and caption
 
 
 def default_cache_dir() -> Path:

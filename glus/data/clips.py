@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
+from glus.data.frames import load_frames
 from glus.data.errors import DataError
 from glus.data.index import SplitIndex
 from glus.data.masks import MaskReader
@@ -32,23 +32,6 @@ class ClipSpec:
     # what each object's class names: "motion" (its motion, 9 classes) or "object" (colour, shape and motion:
     # the tokens then carry all the LLM must read to name a referred object)
     object_labels: str = "motion"
-
-
-def load_frames(video, frame_ids) -> np.ndarray:
-    """(T, H, W, 3) uint8 RGB. A video object with a `read_frame(i)` method (one that draws its frames, e.g.
-    `glus.data.generated.GeneratedVideo`) is read through it; others from their frame files."""
-    if hasattr(video, "read_frame"):
-        return np.stack([video.read_frame(i) for i in frame_ids])
-    out = []
-    for i in frame_ids:
-        path = video.frame_path(i)
-        try:
-            with Image.open(path) as im:
-                out.append(np.asarray(im.convert("RGB")))
-        except Exception as err:
-            raise DataError(f"frame does not decode ({err})", file=path, video=video.id,
-                            frame=video.frames[i]) from err
-    return np.stack(out)
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -127,15 +110,12 @@ def object_motions(split: SplitIndex, labels: str = "motion") -> dict[str, list[
     """{video: [(a one-object expression of each captioned object, its class index)]} from the split's captions
     (synthetic data); a DataError where the split has none. labels: "motion" (`MOTION_CLASSES`) or "object"
     (`OBJECT_CLASSES`: colour, shape and motion)."""
-    from pathlib import Path
-
-    from glus.data.synth.language import caption_motion, expression_captions
+    from glus.data.synth.language import caption_motion
     from glus.vocabulary import DENSE_LABELS, dense_class
 
     if labels not in DENSE_LABELS:
         raise ValueError(f"data.init_args.clip.object_labels {labels!r}: use one of {sorted(DENSE_LABELS)}")
-    meta = Path(split.root) / split.name.split("/")[-1] / "meta_expressions.json"
-    captions = expression_captions(meta)
+    captions = split.captions()
     out: dict[str, dict[str, tuple]] = {}
     for e in split.expressions:
         text = captions.get((e.video, e.exp_id), "")
@@ -144,7 +124,8 @@ def object_motions(split: SplitIndex, labels: str = "motion") -> dict[str, list[
             colour, shape = text.split()[1:3]  # "the red circle ..."
             out.setdefault(e.video, {}).setdefault(e.obj_ids[0], (e, dense_class(labels, colour, shape, motion)))
     if not out:
-        raise DataError(f"split {split.name} has no one-object captions to read motions from", file=meta,
+        raise DataError(f"split {split.name} has no one-object captions to read motions from",
+                        file=f"{split.root}/{split.name.split('/')[-1]}/meta_expressions.json",
                         fix="regenerate the synthetic data with `glus data synth`, or set data.init_args.clip."
                             "object_motions: false (and loss_weights.motion: 0)")
     return {vid: list(objs.values()) for vid, objs in out.items()}

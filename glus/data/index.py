@@ -45,6 +45,8 @@ class Expression:
     mask: MaskSource
     type_id: int | None = None     # ReVOS: 0 referring, 1 reasoning, 2 excluded from aggregates
     pred_dir: str = ""             # where predictions go, relative to the output root (<video>/<exp_id> by default)
+    kind: str = ""                 # synthetic data: what the expression asks for (appearance, look-alike, motion...)
+    caption: str = ""              # synthetic data: the referred objects in full ("the red circle moving left")
 
     def __post_init__(self):
         if not self.pred_dir:
@@ -81,6 +83,14 @@ class SplitIndex:
         for e in self.expressions:
             groups.setdefault(e.video, []).append(e)
         return groups
+
+    def kinds(self) -> dict[tuple[str, str], str]:
+        """{(video, exp_id): kind} of the expressions that carry one (synthetic data; {} for a real benchmark)."""
+        return {(e.video, e.exp_id): e.kind for e in self.expressions if e.kind}
+
+    def captions(self) -> dict[tuple[str, str], str]:
+        """{(video, exp_id): caption} of the expressions that carry one (synthetic data; {} otherwise)."""
+        return {(e.video, e.exp_id): e.caption for e in self.expressions if e.caption}
 
     def summary(self) -> dict:
         return {

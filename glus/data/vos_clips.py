@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from glus.data.clips import load_frames
+from glus.data.frames import load_frames
 from glus.data.errors import DataError
 from glus.data.index import NONE, Expression, SplitIndex
 from glus.data.masks import MaskReader

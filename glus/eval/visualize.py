@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glus.data.clips import load_frames
+from glus.data.frames import load_frames
 from glus.data.index import SplitIndex
 from glus.data.masks import MaskReader
 from glus.eval.evaluate import EvaluationError, read_prediction, require_prediction_dir

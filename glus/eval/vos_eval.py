@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from glus.data.clips import load_frames
+from glus.data.frames import load_frames
 from glus.data.index import NONE, SplitIndex
 from glus.data.masks import MaskReader
 from glus.data.vos_clips import video_objects
@@ -61,7 +61,6 @@ def evaluate_vos(model, root: str | Path, split: str, max_videos: int | None = N
     first W frames from its first appearance ("first_W") and over the video's last W frames ("last_W"), so that
     drift on long videos shows (`glus data synth --frames 300`)."""
     from glus.data.cache import load_split
-    from glus.data.synth.language import expression_kinds
 
     index: SplitIndex = load_split(str(root), split)
     reader = MaskReader(index)
@@ -91,7 +90,7 @@ def evaluate_vos(model, root: str | Path, split: str, max_videos: int | None = N
     result = {**aggregate_mean(scores), "split": split, "protocol": "first-appearance propagation"}
     if windows:
         result[f"first_{windows}"], result[f"last_{windows}"] = aggregate_mean(early), aggregate_mean(late)
-    kinds = expression_kinds(Path(root) / split / "meta_expressions.json")
+    kinds = index.kinds()
     if kinds:
         result["by_kind"] = by_kind(scores, kinds)
     result["scores"] = scores

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from glus.data.clips import load_frames
+from glus.data.frames import load_frames
 from glus.data.samplers import inference_context_frames, query_window
 from glus.model.mllm import PromptBuilder
 from glus.model.mllm.prompt import pad_right

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from glus.data.clips import load_frames
+from glus.data.frames import load_frames
 from glus.data.samplers import inference_context_frames
 from glus.model.mllm.prompt import pad_right
 from glus.model.selector import ScorePromptBuilder

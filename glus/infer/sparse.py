@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from glus.data.clips import load_frames
+from glus.data.frames import load_frames
 from glus.infer.engine import FrameResult, StreamingEngine, VideoState, pass_frames
 from glus.infer.vos import encoder_of, run_order
 

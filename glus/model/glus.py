@@ -32,6 +32,17 @@ class ClipBatch:
 
 
 @dataclass
+class LanguageOutput:
+    """What the multimodal LM gives for a clip batch (`GLUS.language`)."""
+    seg_hidden: torch.Tensor      # (E, Q, D) last-layer hidden states that predict [SEG]
+    lm_logits: torch.Tensor       # (N, vocab) LM head at the supervised positions
+    lm_targets: torch.Tensor      # (N,)
+    seg_logits: torch.Tensor | None = None     # (E, Q, vocab) LM head at the [SEG]-predicting positions (expression loss)
+    motion_logits: torch.Tensor | None = None  # (V, F, K, classes) the dense motion head, per visual token
+    pointer_logits: torch.Tensor | None = None  # (E, Q, rows, cols) the [SEG] pointer's maps
+
+
+@dataclass
 class GLUSOutput:
     # (E, Q, h, w) the decoder's low-resolution logits (a quarter of the SAM-2 input size): upsampled once, to the
     # frame's size, by `logits_at_size` (as the published postprocess_masks); the memory gets them at S x S
@@ -109,9 +120,9 @@ class GLUS(nn.Module):
         maps = pointer_logits.reshape(-1, 1, *pointer_logits.shape[-2:]).float()
         return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
-    def language(self, batch: ClipBatch):
+    def language(self, batch: ClipBatch) -> LanguageOutput:
         """Hidden states at [SEG], LM logits at the supervised positions and at [SEG] (None without the expression
-        loss), and the motion head's logits per visual token (None without that head)."""
+        loss), the motion head's logits per visual token (None without that head) and the pointer's maps."""
         V, Fn = batch.clip_frames.shape[:2]
         visual = self.mllm.encode_frames(batch.clip_frames.flatten(0, 1))  # each frame once
         visual = self.mllm.relate_frames(visual.view(V, Fn, *visual.shape[1:]), Fn - batch.sam_frames.shape[1])
@@ -124,11 +135,12 @@ class GLUS(nn.Module):
         pointer = self.pointer_maps(seg_hidden, hidden, p.input_ids)
         (r, c), targets = label_positions(p.labels)
         if self.loss_weights.expression <= 0:
-            return seg_hidden, self.mllm.logits_at(hidden[r, c]), targets, None, motion_logits, pointer
+            return LanguageOutput(seg_hidden, self.mllm.logits_at(hidden[r, c]), targets, None, motion_logits, pointer)
         # one lm_head call serves both losses (the [SEG]-predicting rows are appended to the supervised ones)
         logits = self.mllm.logits_at(torch.cat([hidden[r, c], seg_hidden.flatten(0, 1)]))
         n = len(targets)
-        return seg_hidden, logits[:n], targets, logits[n:].view(*seg_hidden.shape[:2], -1), motion_logits, pointer
+        return LanguageOutput(seg_hidden, logits[:n], targets, logits[n:].view(*seg_hidden.shape[:2], -1),
+                              motion_logits, pointer)
 
     def segment(self, batch: ClipBatch, seg_embeddings: torch.Tensor, pointer_logits: torch.Tensor | None = None):
         """Query frames in order through the SAM-2 decoder, each conditioned on the memory of earlier ones; with
@@ -149,11 +161,11 @@ class GLUS(nn.Module):
         return torch.stack(logits, 1), torch.stack(scores, 1)
 
     def forward(self, batch: ClipBatch) -> GLUSOutput:
-        seg_hidden, lm_logits, targets, seg_logits, motion_logits, pointer = self.language(batch)
-        seg_embeddings = self.seg_prompts(seg_hidden)
-        mask_logits, scores = self.segment(batch, seg_embeddings, pointer)
-        return GLUSOutput(mask_logits, seg_embeddings, seg_hidden, lm_logits, targets, scores, seg_logits,
-                          motion_logits, pointer)
+        lang = self.language(batch)
+        seg_embeddings = self.seg_prompts(lang.seg_hidden)
+        mask_logits, scores = self.segment(batch, seg_embeddings, lang.pointer_logits)
+        return GLUSOutput(mask_logits, seg_embeddings, lang.seg_hidden, lang.lm_logits, lang.lm_targets, scores,
+                          lang.seg_logits, lang.motion_logits, lang.pointer_logits)
 
     # ---- losses -----------------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ class LossWeights:
     expression: float = 0.0
     # Ours, synthetic data only: each visual token, as it enters the LLM, must name how the object under it moves
     # (GLUS.motion_targets). The tiny LLM does not learn to relate an object across frames from the mask loss
-    # alone (README, the motion probe); this dense target makes the video projector compute it.
+    # alone (docs/embedded_default.md, the motion probe); this dense target makes the video projector compute it.
     motion: float = 0.0
     # Ours: the [SEG] pointer's map of each query frame (glus.model.pointer) against the ground truth's share of
     # each visual token's cell (BCE); 0: the map trains through the mask loss alone.

@@ -232,7 +232,7 @@ def set_selector_trainables(selector: KeyFrameSelector, base_layers: bool = Fals
 def mllm_from_export(folder: str | Path) -> tuple[MultimodalLM, object]:
     """The multimodal LM and tokenizer of a GLUS export, its LoRA merged into the base weights (peft
     merge_and_unload): the selector's starting point, on which it puts its own LoRA."""
-    from glus.model.load import load_export
+    from glus.model.weights.load import load_export
 
     if not Path(folder).is_dir():
         raise CheckpointError(f"init_from {folder} not found: the selector starts from a GLUS export. Fix: train "
@@ -274,7 +274,7 @@ class TinySelectorBuilder(SelectorBuilder):
         return [(self.init_from, "make train (the synthetic GLUS export)")] if self.init_from else []
 
     def _fresh_mllm(self) -> tuple[MultimodalLM, object]:
-        from glus.model.factory import tiny_clip_config, tiny_language_model
+        from glus.model.build.tiny import tiny_clip_config, tiny_language_model
 
         tokenizer = build_tiny_tokenizer()
         add_score_token(tokenizer)
@@ -332,7 +332,7 @@ class LisaSelectorBuilder(SelectorBuilder):
         return [(self.lisa_folder, how)] + ([(self.clip_folder, how)] if self.clip_folder else [])
 
     def build(self) -> tuple[KeyFrameSelector, object]:
-        from glus.model.mllm.loading import load_lisa
+        from glus.model.weights.lisa import load_lisa
 
         mllm, tokenizer, _ = load_lisa(self.lisa_folder, clip_folder=self.clip_folder,
                                        dtype=getattr(torch, self.dtype))
@@ -348,7 +348,7 @@ def lisa_selector_7b_on_meta() -> KeyFrameSelector:
     """The 7B selector's shapes on the meta device (no weights): for parameter counts and trainable-set checks."""
     from transformers import LlamaForCausalLM
 
-    from glus.model.factory import lisa_7b_configs
+    from glus.model.build.published import lisa_7b_configs
 
     clip_cfg, llama_cfg = lisa_7b_configs(vocab_size=32004)  # LISA's 32003 tokens + [SCORE]
     with torch.device("meta"):

@@ -162,7 +162,7 @@ class VOSBuilder:
                                   train_image_encoder=self.train_image_encoder, **settings)
         model = VOSModel(segmenter, LossWeights(**(self.loss_weights or {})), prompted=self.prompted)
         if self.init_from:
-            from glus.model.load import copy_heads
+            from glus.model.weights.heads import copy_heads
 
             copy_heads(model, self.init_from)
             if later.get("rds"):

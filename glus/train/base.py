@@ -1,7 +1,7 @@
 """What every trained model of glus shares (GLUS now; the key-frame selector and the plain VOS model next):
 a thin LightningModule around a plain `nn.Module` (`self.model`) and its tokenizer, with the optimiser and
 its parameter groups, the published schedule, per-step seeding for exact resume, throughput logging, extra
-checkpoint state, and the export that inference loads (`glus.model.load`)."""
+checkpoint state, and the export that inference loads (`glus.model.weights.load`)."""
 from __future__ import annotations
 
 import time
@@ -68,7 +68,7 @@ class TrainingBase(L.LightningModule):
                 obj.load_state_dict(checkpoint[name])
 
     def export(self, out: str | Path, recipe: dict) -> Path:
-        """What inference loads: adapter, trained tensors, recipe and tokenizer (glus.model.export)."""
-        from glus.model.export import export_model
+        """What inference loads: adapter, trained tensors, recipe and tokenizer (glus.model.weights.export)."""
+        from glus.model.weights.export import export_model
 
         return export_model(self.model, self.tokenizer, out, recipe)

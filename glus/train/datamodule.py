@@ -78,7 +78,7 @@ class GLUSDataModule(L.LightningDataModule):
 class StreamedSynthDataModule(GLUSDataModule):
     """Training clips of synthetic scenes drawn on demand, each sample a new scene (glus.data.synth.stream):
     for the embedded default and its stages, which learn the 256 written training videos by heart. No validation
-    split: GLUS evaluates on the written valid_u (model.evaluation), a stage with `glus naming-probe`."""
+    split: GLUS evaluates on the written valid_u (model.evaluation), a stage with `glus study naming-probe`."""
     streamed = True  # GLUSModule: the samples carry their captions
 
     def __init__(self, batch_size: int = 2, global_batch: int | None = None, steps_per_epoch: int = 100,

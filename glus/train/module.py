@@ -8,14 +8,12 @@ from pathlib import Path
 import torch
 
 from glus.data.samplers import rng_for
-from glus.data.synth.language import expression_captions, expression_kinds
-from glus.eval.metrics import aggregate_mean
+from glus.eval.metrics import aggregate_mean, by_kind
 from glus.model.contrastive import TokenBank, TokenKey, gather_across_ranks, object_contrastive_loss
 from glus.model.glus import ClipBatch
 from glus.model.mllm import PromptBuilder
 from glus.model.mllm.prompt import IGNORE_INDEX, pad_right
 from glus.train.base import TrainingBase
-from glus.train.report import by_kind
 from glus.vocabulary import OBJECT_CLASSES
 
 BLANK_TEXT = "object"  # the control run's expression: says nothing about which object
@@ -131,8 +129,9 @@ class GLUSModule(TrainingBase):
             out = self.model(clip)
             losses = self.model.losses(out, clip)
         else:  # the alignment stage: the multimodal LM alone, SAM-2 never runs
-            _, lm_logits, targets, seg_logits, motion_logits, _ = self.model.language(clip)
-            losses = self.model.language_losses(lm_logits, targets, seg_logits, clip, motion_logits)
+            lang = self.model.language(clip)
+            losses = self.model.language_losses(lang.lm_logits, lang.lm_targets, lang.seg_logits, clip,
+                                                lang.motion_logits)
         if self.hparams.segmentation and self.model.loss_weights.contrastive > 0:
             contrastive = self.contrastive(out.seg_embeddings, batch)
             if contrastive is not None:
@@ -168,20 +167,21 @@ class GLUSModule(TrainingBase):
 
     # ---- evaluation -----------------------------------------------------------------------------------
 
-    def _split(self):
+    def score(self, max_videos: int | None, keep: int = 0):
         from glus.data.cache import load_split
-        from glus.data.masks import MaskReader
 
         index = load_split(self.evaluation.root, self.evaluation.split)
-        return index, MaskReader(index)
+        return fit_report(self.model, self.prompts, index, self.hparams.num_context, self.hparams.num_query,
+                          self.text, max_videos, keep)
 
-    def score(self, max_videos: int | None, keep: int = 0):
-        from glus.eval.chunked import evaluate_split
+    @classmethod
+    def recipe_settings(cls, recipe: dict) -> dict:
+        """This module's arguments as a recipe (an export's recipe.yaml) sets them, its defaults where it is
+        silent: what `glus validate` needs to score an export as its fit did."""
+        import inspect
 
-        index, reader = self._split()
-        scores, kept = evaluate_split(self.model, self.prompts, index, reader, self.hparams.num_context,
-                                      self.hparams.num_query, max_videos, lambda e: self.text(e.text), keep)
-        return aggregate_mean(scores), scores, kept
+        defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items()}
+        return {**defaults, **recipe.get("model", {}).get("init_args", {})}
 
     def setup(self, stage: str) -> None:
         """The data must prepare frames as the model reads them (a recipe links the sizes; this catches a
@@ -231,18 +231,32 @@ class GLUSModule(TrainingBase):
         run_dir = Path(self.trainer.default_root_dir)
         metrics = {**final, **({"initial": self.results["initial"]} if "initial" in self.results else {}),
                    "split": self.evaluation.split, "blank_text": self.hparams.blank_text, "steps": self.global_step}
-        kinds = expression_kinds(Path(self.evaluation.root) / self.evaluation.split / "meta_expressions.json")
-        if kinds:
-            metrics["by_kind"] = by_kind(scores, kinds)
         write_results(run_dir, metrics, scores, kept)
         print(f"J&F after training: {final['jf']:.3f} (J {final['j']:.3f}, F {final['f']:.3f}) -> {run_dir}/metrics.json")
+
+
+def fit_report(model, prompts: PromptBuilder, index, num_context: int, num_query: int, text=lambda t: t,
+               max_videos: int | None = None, keep: int = 0) -> tuple[dict, list, list]:
+    """The J&F `glus fit` reports (at its start, its validations and its end) and `glus validate` reports of an
+    export: clip-wise prediction (`glus.eval.chunked`) on a split with ground truth, the mean over expressions
+    and, on synthetic data, per kind. text: what the model reads for an expression's text (the blank-text
+    control's fit reads "object"). Returns (metrics, per-expression scores, kept predictions for overlays)."""
+    from glus.data.masks import MaskReader
+    from glus.eval.chunked import evaluate_split
+
+    scores, kept = evaluate_split(model, prompts, index, MaskReader(index), num_context, num_query, max_videos,
+                                  lambda e: text(e.text), keep)
+    metrics = aggregate_mean(scores)
+    if index.kinds():
+        metrics["by_kind"] = by_kind(scores, index.kinds())
+    return metrics, scores, kept
 
 
 def read_captions(datamodule, target: str) -> dict:
     """{(split, video, exp_id): caption} of the training splits; an error where none has captions (a caption
     target on data without them would silently train on the expressions' own words)."""
-    captions = {(split, *key): text for split in datamodule.mix
-                for key, text in expression_captions(Path(datamodule.root) / split / "meta_expressions.json").items()}
+    captions = {(split.name, *key): text for split in datamodule.dataset.splits
+                for key, text in split.captions().items()}
     if not captions:
         from glus.errors import GlusError
 
@@ -253,7 +267,7 @@ def read_captions(datamodule, target: str) -> dict:
 
 
 def write_results(run_dir: Path, metrics: dict, scores, kept) -> None:
-    from glus.data.clips import load_frames
+    from glus.data.frames import load_frames
     from glus.eval.evaluate import write_scores_csv
     from glus.eval.overlay import write_overlay
     from glus.io import atomic_write_json

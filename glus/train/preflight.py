@@ -19,7 +19,7 @@ DATA_HOW = {
 def required_inputs(config: dict) -> list[tuple[str, str]]:
     """(path, how to get it) from a fit config (LightningCLI's dict form)."""
     from glus.data.formats import parse_split
-    from glus.model.factory import STAGE_TARGETS, stage_hint
+    from glus.model.build.tiny import STAGE_TARGETS, stage_hint
 
     out = []
     builder = config.get("model", {}).get("init_args", {}).get("builder", {})

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from glus.data.clips import load_frames
+from glus.data.frames import load_frames
 from glus.data.index import SplitIndex, Video
 from glus.data.samplers import rng_for, train_context_frames
 from glus.errors import GlusError

@@ -103,4 +103,15 @@ def _mevis_expression(vid, eid, exp, meta_file, mask_file, with_type) -> Express
         if type_id not in (0, 1, 2):
             raise DataError(f'"type_id" must be 0, 1 or 2, got {type_id!r}', file=meta_file, video=vid,
                             expression=eid)
-    return Expression(video=vid, exp_id=eid, text=text, obj_ids=obj_ids, mask=source, type_id=type_id)
+    return Expression(video=vid, exp_id=eid, text=text, obj_ids=obj_ids, mask=source, type_id=type_id,
+                      kind=_text_field(exp, "kind", meta_file, vid, eid),
+                      caption=_text_field(exp, "caption", meta_file, vid, eid))
+
+
+def _text_field(exp: dict, field: str, meta_file, vid, eid) -> str:
+    """An optional text field of an expression (the synthetic data's kind and caption); "" where absent."""
+    value = exp.get(field, "")
+    if not isinstance(value, str):
+        raise DataError(f'"{field}" must be a string, got {value!r}', file=meta_file, video=vid, expression=eid,
+                        fix=f'write "{field}" as text or leave it out (only synthetic data carries it)')
+    return value

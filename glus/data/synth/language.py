@@ -6,10 +6,8 @@ Several expressions per object give the contrastive loss its positives.
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -17,7 +15,7 @@ from glus.data.synth.scene import COLOURS, SHAPES, Scene
 from glus.vocabulary import MOTION_PHRASES, PLURAL_MOTION
 
 # What tells the referred objects apart; the MeViS-layout metadata carries it as each expression's "kind", so
-# that a run can report J&F per kind (`expression_kinds`).
+# that a run can report J&F per kind (`SplitIndex.kinds`).
 APPEARANCE = "appearance"  # colour and shape suffice (motion words, if any, are redundant)
 LOOK_ALIKE = "look-alike"  # another object has the same colour and shape: only the motion separates them
 MOTION = "motion"          # "the object that stops": motion alone
@@ -105,24 +103,3 @@ def describe(scene: Scene, rng: np.random.Generator, no_target: bool = False) ->
 
 def _captions(objs, ids: list[int]) -> str:
     return " and ".join(caption(o) for o in objs if o.obj_id in ids)
-
-
-def expression_field(meta_file: str | Path, field: str) -> dict[tuple[str, str], str]:
-    """{(video, exp_id): value of `field`} from a synthetic MeViS-layout meta_expressions.json; {} for any other
-    file (real benchmarks carry no such field, and older synthetic data neither)."""
-    meta_file = Path(meta_file)
-    if not meta_file.is_file():
-        return {}
-    videos = json.loads(meta_file.read_text()).get("videos", {})
-    return {(vid, str(eid)): exp[field] for vid, entry in videos.items()
-            for eid, exp in entry.get("expressions", {}).items() if isinstance(exp, dict) and exp.get(field)}
-
-
-def expression_kinds(meta_file: str | Path) -> dict[tuple[str, str], str]:
-    """{(video, exp_id): kind} (see `expression_field`)."""
-    return expression_field(meta_file, "kind")
-
-
-def expression_captions(meta_file: str | Path) -> dict[tuple[str, str], str]:
-    """{(video, exp_id): caption}: the referred objects in full (see `expression_field`)."""
-    return expression_field(meta_file, "caption")

@@ -1,12 +1,12 @@
 """Synthetic training clips drawn on demand: every sample is a new scene, never one of the written splits.
 
-The written training split holds 256 videos (`make synth`), few enough that a model can learn which object each
-of its 664 motion-only expressions refers to by heart: after the 8000-step motion stage, the `[SEG]` named the
-object of 64 % of the training split's motion-only expressions and 12 % of valid_u's (README, "The embedded
-default"). The motion probe, whose scenes never repeat, learnt the same retrieval after ~50,000 scenes. This
-dataset gives a training stage that regime: sample i is video i of the generator's "stream" split (its own seed
-salt, so no scene of train, valid_u or valid comes back), drawn with the written data's JPEG round trip and cut
-into a clip exactly as `ClipDataset` cuts a written video. Sample i is a pure function of (data_seed, seed, i).
+The written training split holds 256 videos (`make synth`), few enough that a model can learn which object each of
+its 664 motion-only expressions refers to by heart: after the 8000-step motion stage, the `[SEG]` named the object
+of 64 % of the training split's motion-only expressions and 12 % of valid_u's (docs/embedded_default.md). The
+motion probe, whose scenes never repeat, learnt the same retrieval after ~50,000 scenes. This dataset gives a
+training stage that regime: sample i is video i of the generator's "stream" split (its own seed salt, so no scene
+of train, valid_u or valid comes back), drawn with the written data's JPEG round trip and cut into a clip exactly
+as `ClipDataset` cuts a written video. Sample i is a pure function of (data_seed, seed, i).
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from glus.model.memory.sam2_bank import SAM2BankState, SAM2MemoryBank, memory_st
 from glus.model.memory.none import NoMemory
 from glus.model.memory.gated_linear import GatedLinearMemory, GatedLinearState
 from glus.model.memory.mca import MCAMemory, MCAState
+from glus.model.resolve import instantiate
 
 
 @contextmanager
@@ -26,8 +27,6 @@ def build_memory(spec=None) -> Memory:
     """A memory from a recipe's setting: None (the published GLUS bank), "none" (no memory: the ablation's rows
     without one), a Memory, a dict of SAM2MemoryBank arguments, or {class_path, init_args} (LightningCLI's form,
     for any Memory subclass)."""
-    import importlib
-
     if spec is None:
         return SAM2MemoryBank()
     if spec == "none":
@@ -35,11 +34,7 @@ def build_memory(spec=None) -> Memory:
     if isinstance(spec, Memory):
         return spec
     if isinstance(spec, dict) and "class_path" in spec:
-        module, _, name = spec["class_path"].rpartition(".")
-        cls = getattr(importlib.import_module(module), name)
-        if not (isinstance(cls, type) and issubclass(cls, Memory)):
-            raise ValueError(f"memory class_path {spec['class_path']!r} is not a glus.model.memory.Memory")
-        return cls(**(spec.get("init_args") or {}))
+        return instantiate(spec, base=Memory)
     if isinstance(spec, dict):
         return SAM2MemoryBank(**spec)
     raise ValueError(f"memory: expected None, 'none', a dict or a Memory, got {spec!r}")
