@@ -14,7 +14,8 @@ def _data_synth(args) -> int:
         print(f"wrote {args.out}/mevis/valid_u: {n} long videos of {args.frames} frames")
         return 0
     counts = write_synthetic(args.out, seed=args.seed, videos=args.videos, no_target_rate=args.no_target_rate,
-                             valid_per_kind=args.valid_per_kind)
+                             valid_per_kind=args.valid_per_kind, temporal_per_kind=args.temporal_per_kind,
+                             temporal_videos=args.temporal_videos)
     print(f"wrote {args.out}/mevis and {args.out}/refytvos: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
@@ -48,6 +49,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--valid-per-kind", type=int, default=None, metavar="N",
                    help="valid_u holds N expressions of each kind (appearance, look-alike, motion, plural) instead "
                         "of a quarter of the training videos' count")
+    p.add_argument("--temporal-per-kind", type=int, default=0, metavar="N",
+                   help="valid_u also holds N expressions of each temporal kind (event, crossing, order: expressions "
+                        "that no single frame answers; 40-64-frame videos, one expression each)")
+    p.add_argument("--temporal-videos", type=int, default=0, metavar="M",
+                   help="train also holds M temporal videos (the three kinds in turn)")
     p.add_argument("--no-target-rate", type=float, default=0.0,
                    help="fraction of videos given a MeViS-v2 no-target expression")
     p.add_argument("--frames", type=int, default=None, metavar="T",

@@ -83,15 +83,16 @@ class StreamedSynthDataModule(GLUSDataModule):
 
     def __init__(self, batch_size: int = 2, global_batch: int | None = None, steps_per_epoch: int = 100,
                  num_workers: int = 2, seed: int = 0, data_seed: int = 0, clip: ClipSpec | None = None,
-                 first_kinds: tuple[str, ...] = ()):
+                 first_kinds: tuple[str, ...] = (), temporal_rate: float = 0.0):
         """data_seed: the generator's seed (the written data's is 0; the stream's scenes are never among them).
-        first_kinds: expression kinds each clip takes before the others (`StreamedClipDataset`)."""
+        first_kinds: expression kinds each clip takes before the others (`StreamedClipDataset`). temporal_rate:
+        the share of temporal scenes (event, crossing, order: `glus.data.synth.temporal`)."""
         super().__init__("", {}, batch_size, global_batch, steps_per_epoch, num_workers, seed, clip=clip)
-        self.data_seed, self.first_kinds = data_seed, tuple(first_kinds)
+        self.data_seed, self.first_kinds, self.temporal_rate = data_seed, tuple(first_kinds), temporal_rate
 
     def setup(self, stage: str | None = None) -> None:
         from glus.data.synth.stream import StreamedClipDataset
 
         if self.dataset is None:
             self.dataset = StreamedClipDataset(self.total_samples(), self.clip, self.seed, self.data_seed,
-                                               self.first_kinds)
+                                               self.first_kinds, self.temporal_rate)

@@ -45,12 +45,14 @@ class StreamedClipDataset(torch.utils.data.Dataset):
     referred objects in full, which the caption and grounded expression targets read."""
 
     def __init__(self, length: int, spec: ClipSpec, seed: int = 0, data_seed: int = 0,
-                 first_kinds: tuple[str, ...] = ()):
+                 first_kinds: tuple[str, ...] = (), temporal_rate: float = 0.0):
         """first_kinds: expressions of these kinds (glus.data.synth.language) are chosen before the others, so
         that a clip of up to `spec.max_expressions` holds every one its scene has (a stage that must learn
-        motion-only retrieval gets ~3x the cases per clip); empty: chosen uniformly, as `ClipDataset` does."""
+        motion-only retrieval gets ~3x the cases per clip); empty: chosen uniformly, as `ClipDataset` does.
+        temporal_rate: the share of samples that are temporal scenes (`glus.data.synth.temporal`, the kinds in
+        turn) instead of the generator's usual ones; which samples, a function of (seed, i)."""
         self.length, self.spec, self.seed, self.data_seed = length, spec, seed, data_seed
-        self.first_kinds = tuple(first_kinds)
+        self.first_kinds, self.temporal_rate = tuple(first_kinds), temporal_rate
         if spec.object_motions and spec.object_labels not in DENSE_LABELS:
             raise ValueError(f"data.init_args.clip.object_labels {spec.object_labels!r}: use one of "
                              f"{sorted(DENSE_LABELS)}")
@@ -59,7 +61,7 @@ class StreamedClipDataset(torch.utils.data.Dataset):
         return self.length
 
     def __getitem__(self, i: int) -> dict:
-        video = make_video(self.data_seed, "stream", i)
+        video = self._video(i)
         rng = rng_for(self.seed, i)
         refs = [r for r in video.referrals if r.obj_ids]
         chosen = rng.choice(len(refs), size=min(self.spec.max_expressions, len(refs)), replace=False)
@@ -82,6 +84,13 @@ class StreamedClipDataset(torch.utils.data.Dataset):
             "frames": query,
             "index": i,
         }
+
+    def _video(self, i: int):
+        if self.temporal_rate and rng_for(self.seed, i, 7).random() < self.temporal_rate:
+            from glus.data.synth.temporal import make_temporal_video
+
+            return make_temporal_video(self.data_seed, "stream", i)
+        return make_video(self.data_seed, "stream", i)
 
     def _object_masks(self, video, frames: list[int]) -> dict:
         """As `ClipDataset._object_masks`, for every object of the scene (the still grey bar included)."""

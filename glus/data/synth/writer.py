@@ -156,9 +156,15 @@ def balanced_videos(seed: int, per_kind: int, no_target_rate: float = 0.0, max_v
 
 
 def write_synthetic(out: str | Path, seed: int = 0, videos: int = 32, no_target_rate: float = 0.0,
-                    progress: bool = True, valid_per_kind: int | None = None) -> dict:
+                    progress: bool = True, valid_per_kind: int | None = None, temporal_per_kind: int = 0,
+                    temporal_videos: int = 0) -> dict:
     """Write the synthetic dataset; returns the number of videos per split. valid_u has a quarter as many
-    videos as train, or, with `valid_per_kind`, that many expressions of each kind (`balanced_videos`)."""
+    videos as train, or, with `valid_per_kind`, that many expressions of each kind (`balanced_videos`).
+    temporal_per_kind: valid_u also holds that many expressions of each temporal kind (`glus.data.synth.temporal`:
+    one per video, after the other videos); temporal_videos: train also holds that many temporal videos (the kinds
+    in turn). The other videos are the same with or without them."""
+    from glus.data.synth.temporal import TEMPORAL_KINDS, make_temporal_video
+
     out = Path(out)
     counts = {"train": videos, "valid_u": max(4, videos // 4), "valid": max(2, videos // 8), "test": 2}
     made = {}
@@ -173,6 +179,8 @@ def write_synthetic(out: str | Path, seed: int = 0, videos: int = 32, no_target_
             made[split].append(make_video(seed, split, i, no_target_rate))
             bar.update()
     bar.close()
+    made["train"] += [make_temporal_video(seed, "train", i) for i in range(temporal_videos)]
+    made["valid_u"] += [make_temporal_video(seed, "valid_u", i) for i in range(temporal_per_kind * len(TEMPORAL_KINDS))]
     write_mevis_split(out, "train", made["train"], with_masks=True)
     write_mevis_split(out, "valid_u", made["valid_u"], with_masks=True)
     write_mevis_split(out, "valid", made["valid"], with_masks=False)
