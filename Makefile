@@ -22,6 +22,9 @@ VOS_MEMORIES ?= none sam2_bank gated_linear mca
 # The long videos the VOS path is scored on for drift (J&F of each object's first and last 50 frames).
 LONG := data/synthetic_long
 LONG_ARGS := --seed 0 --videos 8 --frames 300
+# valid_u with the temporal kinds too (issue 35, in progress: event, crossing, order; docs/synthetic_data.md).
+TEMPORAL := data/synthetic_temporal
+TEMPORAL_ARGS := --seed 0 --videos 8 --valid-per-kind 50 --temporal-per-kind 50
 RDS_RATIOS ?= 1.0 0.8 0.6
 RDS_FULL := runs/rds_synthetic_full/latest
 CONTROL ?= 1
@@ -39,7 +42,7 @@ export HF_HUB_OFFLINE := 1
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test synth pretrain motion-stage segmenter-stage check train heldout ablate eval sparse bench gpu-check gpu-wheels pseudolabel clean-venv help
+.PHONY: temporal install test synth pretrain motion-stage segmenter-stage check train heldout ablate eval sparse bench gpu-check gpu-wheels pseudolabel clean-venv help
 
 help:
 	@echo "make install | test | synth | check | train [RECIPE=$(RECIPE)] [CONTROL=0] | eval [CKPT= BENCH= ROOT=] | bench"
@@ -48,6 +51,7 @@ help:
 	@echo "     train RECIPE=rds_synthetic [RDS_RATIOS='$(RDS_RATIOS)']   (RDS: J&F per kept-block ratio, one table)"
 	@echo "     train [SEED=N]   (the embedded default from another seed)  |  heldout [CKPT=]  |  ablate  |  pretrain"
 	@echo "     motion-stage | segmenter-stage   (rebuild the committed stages the default starts from, checkpoints/synthetic/)"
+	@echo "     temporal [CKPT=]   (an export on valid_u with the temporal kinds, memory on and off)"
 	@echo "     gpu-check [DRY=1] [GPU_PY=python3]   (7B shapes, random weights, one CUDA GPU; DRY=1: tiny, CPU)"
 
 install: $(STAMP)
@@ -279,6 +283,16 @@ sparse: install
 			--vos $(SPARSE_VOS) --out runs/sparse/every$$k --quiet && \
 		$(BIN)/glus evaluate --pred runs/sparse/every$$k --data mevis/valid_u --root $(DATA) \
 			--out-json runs/sparse/every$$k.json --quiet || exit 1; done
+
+# A GLUS export (CKPT) on valid_u with the temporal kinds, its memory on and off: J&F per kind
+# (runs/temporal/memory_{on,off}/metrics.json).
+temporal: install
+	@test "$$(cat $(TEMPORAL)/synth_args 2>/dev/null)" = "$(TEMPORAL_ARGS)" || { rm -rf $(TEMPORAL) && \
+		$(BIN)/glus data synth --out $(TEMPORAL) $(TEMPORAL_ARGS) && echo "$(TEMPORAL_ARGS)" > $(TEMPORAL)/synth_args; }
+	OMP_NUM_THREADS=1 $(BIN)/glus validate --ckpt $(CKPT) --data mevis/valid_u --root $(TEMPORAL) \
+		--out runs/temporal/memory_on
+	OMP_NUM_THREADS=1 $(BIN)/glus validate --ckpt $(CKPT) --data mevis/valid_u --root $(TEMPORAL) \
+		--out runs/temporal/memory_off --memory-off
 
 # Figures, not tests: engine vs faithful loop speed, peak memory of streaming prediction (runs/bench/bench.json).
 bench: install
