@@ -99,13 +99,16 @@ MOTION_CONFIGS := --config recipes/pretrain/mllm_synthetic.yaml --config recipes
 motion-stage: synth
 	$(call stage_fit,$(MOTION_CONFIGS),motion_stream_synthetic,$(MOTION_STEPS),$(MOTION)_stream)
 	$(call stage_fit,$(MOTION_CONFIGS) --config recipes/pretrain/motion_name_synthetic.yaml,motion_name_synthetic,$(NAME_STEPS),$(MOTION))
-# The segmenter stage GLUS and the plain VOS path start from (committed, 2.3 MB; about 45 minutes on one core): a
+# The segmenter stage GLUS and the plain VOS path start from (committed, 2.3 MB; about 2 hours on one core): a
 # tiny SAM-2 trained as SAM-2 is trained, on streamed scenes, its clips growing from 2 to 8 frames
-# (recipes/pretrain/segmenter_synthetic.yaml; docs/embedded_default.md). Resumes where it stopped.
-# `make train` runs this target only when the folder is missing.
+# (recipes/pretrain/segmenter_synthetic.yaml, 8000 steps, 44 min), then 8000 more steps on 8-frame clips from a
+# fresh learning rate (recipes/pretrain/segmenter_refine_synthetic.yaml, 67 min alone; docs/vos.md).
+# Resumes where it stopped. `make train` runs this target only when the folder is missing.
 SEGMENTER_STEPS ?= 8000
+SEGMENTER_REFINE_STEPS ?= 8000
 segmenter-stage: synth
 	$(call stage_fit,--config recipes/pretrain/segmenter_synthetic.yaml,segmenter_synthetic,$(SEGMENTER_STEPS),$(SEGMENTER))
+	$(call stage_fit,--config recipes/pretrain/segmenter_synthetic.yaml --config recipes/pretrain/segmenter_refine_synthetic.yaml,segmenter_refine_synthetic,$(SEGMENTER_REFINE_STEPS),$(SEGMENTER))
 stage_fit = OMP_NUM_THREADS=1 $(BIN)/glus fit $(1) --name $(2) --trainer.max_steps $(3) \
 	$$(ls runs/$(2)/latest/checkpoints/*.ckpt >/dev/null 2>&1 && echo --resume latest) \
 	--wandb disabled && rm -rf $(4).tmp && mkdir -p $(dir $(4)) && cp -rL runs/$(2)/latest/export $(4).tmp && \

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from glus.data.synth.writer import make_video
+from glus.data.synth.video import make_video
 from glus.model.glus import ClipBatch
 from glus.model.mllm import PromptBuilder
 

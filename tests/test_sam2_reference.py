@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from glus.data.synth.writer import make_video
+from glus.data.synth.video import make_video
 from glus.model.segmenter import SAM2Segmenter
 
 T = 10

@@ -11,7 +11,8 @@ from glus.data.clips import ClipSpec
 
 from glus.data.frames import load_frames
 from glus.data.synth.stream import SPLIT, StreamedClipDataset, StreamedVOSClipDataset, jpeg_round_trip, objects_union
-from glus.data.synth.writer import make_video, write_mevis_split
+from glus.data.synth.video import make_video
+from glus.data.synth.writer import write_mevis_split
 from glus.train.module import name_words, place
 from glus.vocabulary import DENSE_LABELS
 

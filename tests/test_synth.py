@@ -9,7 +9,7 @@ from glus.cli import main
 from glus.data.cache import load_split
 from glus.data.masks import MaskReader
 from glus.data.synth import write_synthetic
-from glus.data.synth.writer import make_video
+from glus.data.synth.video import make_video
 
 
 def _digest(folder):

@@ -11,7 +11,7 @@ from glus.data.cache import load_split
 from glus.data.synth import write_synthetic
 from glus.data.synth.temporal import (CROSSING, EVENT, EVENTS, ORDER, ORDERS, SIDES, TEMPORAL_KINDS,
                                       make_temporal_video)
-from glus.data.synth.writer import HEIGHT, WIDTH
+from glus.data.synth.video import HEIGHT, WIDTH
 
 N = 45  # videos per kind: every event, side and order action comes up several times
 

@@ -111,7 +111,7 @@ def test_mask_geometry_follows_the_frames_into_clip():
 def test_the_dataset_gives_each_object_its_mask_and_the_generators_labels(synth_root, labels):
     from glus.data.cache import load_split
     from glus.data.clips import ClipDataset, ClipSpec
-    from glus.data.synth.writer import make_video
+    from glus.data.synth.video import make_video
     from glus.vocabulary import DENSE_LABELS
 
     split = load_split(synth_root, "mevis/train")

@@ -54,7 +54,7 @@ def write_long_split(root: Path, frames: int, expressions: int = 4) -> Path:
     """A MeViS-layout server split (no masks) holding one synthetic video of `frames` frames."""
     from glus.data.synth.render import render
     from glus.data.synth.scene import make_scene
-    from glus.data.synth.writer import HEIGHT, WIDTH
+    from glus.data.synth.video import HEIGHT, WIDTH
 
     split = root / "mevis" / "valid"
     meta = split / "meta_expressions.json"

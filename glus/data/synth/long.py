@@ -19,7 +19,8 @@ from tqdm import tqdm
 from glus.data.synth.language import Referral
 from glus.data.synth.render import render
 from glus.data.synth.scene import COLOURS, SHAPES, Scene, SceneObject, _occluder
-from glus.data.synth.writer import HEIGHT, WIDTH, SynthVideo, write_mevis_split
+from glus.data.synth.video import HEIGHT, WIDTH, SynthVideo
+from glus.data.synth.writer import write_mevis_split
 
 LONG_KIND = "long"  # the kind the expressions of a long video carry (one per object)
 LONG_SALT = 5       # the long videos' seed salt: none of them is a scene of the written or streamed splits

@@ -19,7 +19,7 @@ from PIL import Image
 from glus.data.clips import ClipSpec, resize_masks
 from glus.data.errors import DataError
 from glus.data.samplers import query_frames, rng_for, train_context_frames
-from glus.data.synth.writer import make_video
+from glus.data.synth.video import make_video
 from glus.transforms import clip_geometry, clip_input, sam_input
 from glus.vocabulary import DENSE_LABELS, dense_class
 

@@ -23,7 +23,7 @@ import numpy as np
 from glus.data.synth.language import Referral, caption
 from glus.data.synth.render import render
 from glus.data.synth.scene import COLOURS, SHAPES, Scene, SceneObject, _occluder, trajectory
-from glus.data.synth.writer import HEIGHT, SPLIT_SALT, WIDTH, SynthVideo
+from glus.data.synth.video import HEIGHT, SPLIT_SALT, WIDTH, SynthVideo
 
 EVENT, CROSSING, ORDER = "event", "crossing", "order"
 TEMPORAL_KINDS = (EVENT, CROSSING, ORDER)

@@ -7,7 +7,6 @@ a few extra videos listed in both the valid and the test metadata, which readers
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,32 +14,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from glus.data.synth.language import APPEARANCE, LOOK_ALIKE, MOTION, PLURAL, describe
-from glus.data.synth.render import render
-from glus.data.synth.scene import Scene, make_scene
+from glus.data.synth.language import APPEARANCE, LOOK_ALIKE, MOTION, PLURAL
+from glus.data.synth.temporal import TEMPORAL_KINDS, make_temporal_video
+from glus.data.synth.video import HEIGHT, WIDTH, SynthVideo, make_video
 from glus.io import atomic_write_json
-
-WIDTH, HEIGHT = 160, 120
-SPLIT_SALT = {"train": 0, "valid_u": 1, "valid": 2, "test": 3, "stream": 4}  # stream: never written
-
-
-@dataclass(eq=False)
-class SynthVideo:
-    vid: str
-    scene: Scene
-    frames: list[np.ndarray]
-    labels: list[np.ndarray]
-    referrals: list = field(default_factory=list)
-
-
-def make_video(seed: int, split: str, i: int, no_target_rate: float = 0.0) -> SynthVideo:
-    rng = np.random.default_rng([seed, SPLIT_SALT[split], i])
-    num_frames = int(rng.integers(12, 21))
-    scene = make_scene(rng, WIDTH, HEIGHT, num_frames)
-    frames, labels = render(scene, rng)
-    referrals = describe(scene, rng, no_target=rng.random() < no_target_rate)
-    return SynthVideo(f"{split}_{i:04d}", scene, frames, labels, referrals)
-
 
 def palette() -> list[int]:
     """The DAVIS palette: index 0 black, then distinct colours by bit interleaving."""
@@ -163,8 +140,6 @@ def write_synthetic(out: str | Path, seed: int = 0, videos: int = 32, no_target_
     temporal_per_kind: valid_u also holds that many expressions of each temporal kind (`glus.data.synth.temporal`:
     one per video, after the other videos); temporal_videos: train also holds that many temporal videos (the kinds
     in turn). The other videos are the same with or without them."""
-    from glus.data.synth.temporal import TEMPORAL_KINDS, make_temporal_video
-
     out = Path(out)
     counts = {"train": videos, "valid_u": max(4, videos // 4), "valid": max(2, videos // 8), "test": 2}
     made = {}
