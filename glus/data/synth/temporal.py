@@ -6,12 +6,14 @@ only by chance, and each refers to objects by what happened once:
 
 - `event`: look-alike twins (same colour, shape, speed and direction, on two rows) that move alike except during
   one short event of the referred twin, a fifth of the video long: it pauses, turns back, jumps or dashes ahead.
-  The twins start at independent places, so where one is later does not say which one it was.
+  The referred twin's start is drawn so that over the frames it is ahead of its twin about half the time: where
+  one is says little of which one it is.
 - `crossing`: twins come from opposite sides on one line, meet (overlapping, behind the bar half of the time),
   part to two rows, one drawn at random to each, and leave side by side in one direction. The expression names
   the side one came from: after the meeting, nothing but its track tells.
 - `order`: three objects of distinct looks do the same thing at three times (stop, start moving, or set off from
-  the centre column at one speed and leave the frame), referred to by the order ("the first object to stop", "the last object to leave").
+  the centre column at one speed and leave the frame), referred to by the order ("the first object to stop",
+  "the last object to leave").
 
 Every expression fits exactly the objects it names: tests/test_temporal.py reads each one back from the
 trajectories alone, with readers of its own.

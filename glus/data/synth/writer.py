@@ -155,7 +155,8 @@ def write_synthetic(out: str | Path, seed: int = 0, videos: int = 32, no_target_
             bar.update()
     bar.close()
     made["train"] += [make_temporal_video(seed, "train", i) for i in range(temporal_videos)]
-    made["valid_u"] += [make_temporal_video(seed, "valid_u", i) for i in range(temporal_per_kind * len(TEMPORAL_KINDS))]
+    made["valid_u"] += [make_temporal_video(seed, "valid_u", i)
+                        for i in range(temporal_per_kind * len(TEMPORAL_KINDS))]
     write_mevis_split(out, "train", made["train"], with_masks=True)
     write_mevis_split(out, "valid_u", made["valid_u"], with_masks=True)
     write_mevis_split(out, "valid", made["valid"], with_masks=False)
