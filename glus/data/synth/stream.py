@@ -19,6 +19,7 @@ from PIL import Image
 from glus.data.clips import ClipSpec, resize_masks
 from glus.data.errors import DataError
 from glus.data.samplers import query_frames, rng_for, train_context_frames
+from glus.data.synth.temporal import make_temporal_video
 from glus.data.synth.video import make_video
 from glus.transforms import clip_geometry, clip_input, sam_input
 from glus.vocabulary import DENSE_LABELS, dense_class
@@ -87,8 +88,6 @@ class StreamedClipDataset(torch.utils.data.Dataset):
 
     def _video(self, i: int):
         if self.temporal_rate and rng_for(self.seed, i, 7).random() < self.temporal_rate:
-            from glus.data.synth.temporal import make_temporal_video
-
             return make_temporal_video(self.data_seed, "stream", i)
         return make_video(self.data_seed, "stream", i)
 
