@@ -7,8 +7,10 @@ from glus.model.glus import ClipBatch
 from glus.model.mllm import PromptBuilder
 
 
-def synthetic_batch(model, tokenizer, videos=(0, 1), exps_per_video=(2, 1), num_query=4, num_context=4, seed=0):
-    builder = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(), num_context=num_context)
+def synthetic_batch(model, tokenizer, videos=(0, 1), exps_per_video=(2, 1), num_query=4, num_context=4, seed=0,
+                    template="published"):
+    builder = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(), num_context=num_context,
+                            template=template)
     rng = np.random.default_rng(seed)
     clip, sam, prompts, video_index, masks = [], [], [], [], []
     for v, (vid, n_exp) in enumerate(zip(videos, exps_per_video)):
@@ -28,9 +30,10 @@ def synthetic_batch(model, tokenizer, videos=(0, 1), exps_per_video=(2, 1), num_
                      torch.tensor(video_index), masks)
 
 
-def inference_setup(base, seed: int, videos: int, builder_args: dict | None = None):
+def inference_setup(base, seed: int, videos: int, builder_args: dict | None = None,
+                    builder: str = "glus.model.build.tiny.TinyGLUSBuilder"):
     """(base, mevis/valid_u index, untrained tiny export, its model, tokenizer) over synthetic data under base;
-    builder_args: more TinyGLUSBuilder arguments."""
+    builder_args: more arguments of `builder`."""
     from glus.data.cache import load_split
     from glus.data.synth import write_synthetic
     from glus.model.weights.export import export_untrained
@@ -38,6 +41,6 @@ def inference_setup(base, seed: int, videos: int, builder_args: dict | None = No
 
     write_synthetic(base / "data", seed=seed, videos=videos)
     export = export_untrained(base / "export", {"seed": 0, "clip_image_size": 112, "sam_image_size": 128,
-                                                **(builder_args or {})})
+                                                **(builder_args or {})}, builder=builder)
     model, tokenizer, _ = load_export(export)
     return base, load_split(base / "data", "mevis/valid_u"), export, model, tokenizer

@@ -136,7 +136,7 @@ class StreamingEngine(_Base):
         with torch.no_grad():
             state.context_tokens = self._clip_tokens(load_frames(video, state.context))
             visual = mllm.relate_frames(state.context_tokens[None], len(state.context))
-            _, cache = mllm.hidden_states(mllm.embed(ids, visual), torch.ones_like(ids), use_cache=True)
+            _, cache = mllm.run(ids, visual, torch.ones_like(ids), use_cache=True)
         cache.batch_repeat_interleave(len(texts))  # one copy per expression, made once per video
         state.prefix_cache, state.prefix_len = cache, len(prefix)
         return state
@@ -180,8 +180,8 @@ class StreamingEngine(_Base):
             attention = torch.cat([mask.new_ones(E, state.prefix_len), mask], 1)
             visual = self._window_tokens(state, torch.stack([recent[f] for f in frames]))[None].expand(E, -1, -1, -1)
             try:
-                hidden, _ = mllm.hidden_states(mllm.embed(ids, visual, check=False), attention,
-                                               past_key_values=state.prefix_cache, use_cache=True)
+                hidden, _ = mllm.run(ids, visual, attention, past_key_values=state.prefix_cache, use_cache=True,
+                                     check=False)
             finally:  # drop the window's keys, even on an error: the next window reuses the prefix alone
                 state.prefix_cache.crop(state.prefix_len - state.prefix_cache.get_seq_length())
             prompt = self._prompt(hidden[rows, last], hidden, ids)
@@ -203,7 +203,7 @@ class FaithfulLoop(_Base):
                 ids, mask = prompt.input_ids.to(self.device), prompt.attention_mask.to(self.device)
                 pixels = load_frames(video, state.context + frames)
                 visual = mllm.relate_frames(self._clip_tokens(pixels)[None], len(state.context))
-                hidden, _ = mllm.hidden_states(mllm.embed(ids, visual), mask)
+                hidden, _ = mllm.run(ids, visual, mask)
                 seg_hidden = hidden[:, int(prompt.seg_positions[0, -1]) - 1]
                 feats = self._sam_features(pixels[-1])
                 yield FrameResult([e], t, self._decode(memory, t, feats, self._prompt(seg_hidden, hidden, ids)))

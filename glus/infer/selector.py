@@ -39,7 +39,7 @@ class SelectorScorer:
         mllm = self.model.mllm
         ids = torch.tensor([self.prompts.prefix()], device=self.device)
         prefix = mllm.relate_frames(visual_TKD[references][None], len(references))
-        _, cache = mllm.hidden_states(mllm.embed(ids, prefix), torch.ones_like(ids), use_cache=True)
+        _, cache = mllm.run(ids, prefix, torch.ones_like(ids), use_cache=True)
         cache.batch_repeat_interleave(batch)
         return cache, ids.shape[1]
 
@@ -73,7 +73,7 @@ class SelectorScorer:
             refs = visual_TKD[references][None].expand(len(pairs), -1, -1, -1)
             targets = mllm.relate_frames(torch.cat([refs, targets], 1), len(references))[:, -1:]
         try:
-            hidden, _ = mllm.hidden_states(mllm.embed(ids, targets), attention, past_key_values=cache, use_cache=True)
+            hidden, _ = mllm.run(ids, targets, attention, past_key_values=cache, use_cache=True)
         finally:  # drop the batch's keys, even on an error: the next batch reuses the prefix alone
             cache.crop(prefix_len - cache.get_seq_length())
         last = torch.tensor([len(p) - 1 for p in parts], device=self.device)

@@ -129,7 +129,7 @@ class GLUS(nn.Module):
         motion_logits = self.motion_head(visual) if self.motion_head is not None else None
         visual = visual[batch.video_index]  # (E, F, K, D)
         p = batch.prompts
-        hidden, _ = self.mllm.hidden_states(self.mllm.embed(p.input_ids, visual), p.attention_mask)
+        hidden, _ = self.mllm.run(p.input_ids, visual, p.attention_mask)
         rows = torch.arange(len(hidden), device=hidden.device)[:, None]
         seg_hidden = hidden[rows, p.seg_positions - 1]  # the position that predicts [SEG] (LISA, GLUS)
         pointer = self.pointer_maps(seg_hidden, hidden, p.input_ids)

@@ -196,7 +196,7 @@ class KeyFrameSelector(nn.Module):
         B, Fn = clip_frames.shape[:2]
         visual = self.mllm.encode_frames(clip_frames.flatten(0, 1))
         visual = self.mllm.relate_frames(visual.view(B, Fn, *visual.shape[1:]), Fn - 1)  # the target: a query
-        hidden, _ = self.mllm.hidden_states(self.mllm.embed(prompts.input_ids, visual), prompts.attention_mask)
+        hidden, _ = self.mllm.run(prompts.input_ids, visual, prompts.attention_mask)
         score_hidden = hidden[torch.arange(B, device=hidden.device), prompts.score_positions - 1]
         (r, c), targets = label_positions(prompts.labels)
         return SelectorOutput(self.score(score_hidden), score_hidden, self.mllm.logits_at(hidden[r, c]), targets)

@@ -34,7 +34,7 @@ def token_owners(model, reader: MaskReader, objects: list, frame_ids: list[int],
     share of it (at least min_share), -1 for the background. objects: one-object expressions, one per object."""
     masks = torch.from_numpy(np.stack([reader.targets(e, frame_ids) for e in objects], 1)).float()  # (F, O, H, W)
     mllm = model.mllm  # the masks take the geometry the frames take on their way into CLIP
-    shares = mllm.token_shares(clip_geometry(masks, mllm.vision_tower.config.image_size, mllm.config.clip_resize))
+    shares = mllm.token_shares(clip_geometry(masks, mllm.image_size, mllm.config.clip_resize))
     best, owner = shares.max(-1)
     return torch.where(best >= min_share, owner, torch.full_like(owner, -1)).flatten()
 

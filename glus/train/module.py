@@ -193,7 +193,7 @@ class GLUSModule(TrainingBase):
         if self.hparams.expression_target != "expression" and not getattr(datamodule, "streamed", False):
             self.captions = read_captions(datamodule, self.hparams.expression_target)
         hp, mllm, seg = self.hparams, self.model.mllm, self.model.segmenter
-        expected = {"clip_size": mllm.vision_tower.config.image_size, "clip_resize": mllm.config.clip_resize,
+        expected = {"clip_size": mllm.image_size, "clip_resize": mllm.config.clip_resize,
                     "sam_size": seg.image_size, "num_context": hp.num_context, "num_query": hp.num_query}
         if self.model.loss_weights.motion > 0:
             from glus.vocabulary import DENSE_LABELS

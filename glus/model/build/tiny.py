@@ -13,6 +13,7 @@ from glus.model.glus import GLUS
 from glus.model.losses import LossWeights
 from glus.model.mllm import MultimodalLM, VisionLanguageConfig, build_tiny_tokenizer
 from glus.model.mllm.lora import apply_lora, set_lm_trainables
+from glus.model.mllm.templates import get_templates
 from glus.model.mllm.tokenizer import SPECIAL_TOKENS
 from glus.model.mllm.video import sine_code
 from glus.model.pointer import token_grid
@@ -149,18 +150,26 @@ class TinyGLUSBuilder:
     def required_paths(self) -> list[tuple[str, str]]:
         return [(path, stage_hint(path)) for path in (self.segmenter_init, self.mllm_init) if path]
 
-    def build(self):
-        tokenizer = build_tiny_tokenizer()
-        torch.manual_seed(self.seed)
+    def make_tokenizer(self):
+        return build_tiny_tokenizer()
+
+    def make_mllm(self, tokenizer):
+        """The multimodal LM at the tiny shapes, from this builder's seed (the global RNG is seeded first)."""
         vision = CLIPVisionModel(tiny_clip_config(image_size=self.clip_image_size))
         if self.clip_positions is not None:
             sine_clip_positions(vision, self.clip_positions)
         lm = tiny_language_model(len(tokenizer), num_hidden_layers=self.llm_layers)
-        mllm = MultimodalLM(vision, lm, self.vl, train_vision_tower=self.train_vision_tower)
+        return MultimodalLM(vision, lm, self.vl, train_vision_tower=self.train_vision_tower)
+
+    def build(self):
+        tokenizer = self.make_tokenizer()
+        torch.manual_seed(self.seed)
+        mllm = self.make_mllm(tokenizer)
         if self.lora:
             apply_lora(mllm)
+        new_ids = tokenizer.convert_tokens_to_ids(list(get_templates(self.template).chat_format.added_tokens))
         set_lm_trainables(mllm, embeddings=self.embeddings, base_layers=self.train_language_model,
-                          new_token_ids=tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS)))
+                          new_token_ids=new_ids)
         torch.manual_seed(self.seed + 1)
         segmenter = SAM2Segmenter(self.sam_config, memory=self.memory, **self.segmenter)
         classes = len(DENSE_LABELS[self.dense_labels]) if self.loss_weights.motion else 0

@@ -9,11 +9,12 @@ from torch import nn
 
 def apply_lora(mllm, r: int = 8, alpha: int = 16, dropout: float = 0.05,
                target_modules: tuple[str, ...] = ("q_proj", "v_proj")) -> None:
-    """Wrap `mllm.language_model` with peft LoRA adapters. The vision tower and projector are outside the
-    wrapped model, so the target names can never match them."""
+    """Wrap `mllm.language_model` with peft LoRA adapters on the language model's `target_modules` (the
+    backbone's `lora_targets` says how they are matched: LISA's vision tower is outside the wrapped model,
+    Qwen2.5-VL's is inside it, so there the names are matched under its language model only)."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=mllm.lora_targets(target_modules),
                         bias="none", task_type="CAUSAL_LM")
     mllm.language_model = get_peft_model(mllm.language_model, config)
 
@@ -31,7 +32,7 @@ def set_lm_trainables(mllm, embeddings: str = "all", lm_head: bool = True, proje
     base_layers: also train the LM's own weights (only for models trained from scratch, e.g. the tiny recipe)."""
     if embeddings not in ("all", "new_rows", "none"):
         raise ValueError(f"embeddings must be 'all', 'new_rows' or 'none', got {embeddings!r}")
-    for name, p in mllm.base_lm.named_parameters():  # the base LM is frozen; only its adapters train
+    for name, p in mllm.language_parameters():  # the base LM is frozen; only its adapters train
         p.requires_grad_(base_layers or "lora_" in name)
     emb = mllm.base_lm.get_input_embeddings().weight
     head = mllm.base_lm.get_output_embeddings().weight

@@ -53,6 +53,19 @@ def pool_tokens(patches_NPC: torch.Tensor, mode: str, pool: int) -> torch.Tensor
     raise ValueError(f"unknown pooling {mode!r}: 'strip', '2x2' or 'none'")
 
 
+def splice_visual(embedding: nn.Module, input_ids: torch.Tensor, slot_id: int, visual_EIKD: torch.Tensor,
+                  check: bool = True) -> torch.Tensor:
+    """Token embeddings of `input_ids` with the rows of `visual_EIKD`, in order, where the ids are `slot_id`."""
+    slots = input_ids == slot_id
+    embeds = embedding(input_ids.masked_fill(slots, 0))
+    visual = visual_EIKD.reshape(-1, visual_EIKD.size(-1)).to(embeds.dtype)
+    # (on the meta device, where the cost model runs it, the slots have no values to count)
+    if check and slots.device.type != "meta" and int(slots.sum()) != visual.size(0):
+        raise ValueError(f"the prompts hold {int(slots.sum())} image slots but {visual.size(0)} visual tokens "
+                         "were given: frames per prompt or tokens per frame disagree")
+    return embeds.masked_scatter(slots.unsqueeze(-1), visual)
+
+
 class MultimodalLM(nn.Module):
     def __init__(self, vision_tower: nn.Module, language_model: nn.Module, config: VisionLanguageConfig,
                  image_token_id: int = IMAGE_TOKEN_INDEX, train_vision_tower: bool = False):
@@ -126,18 +139,24 @@ class MultimodalLM(nn.Module):
         related = self.video_projector(visual_NFKD, num_context).flatten(0, 1)  # per patch
         return pool_tokens(related, self.config.pooling, self.config.pool).view(n, f, -1, d)
 
+    @property
+    def image_size(self) -> int:
+        """The side of the square frames the vision tower reads (`preprocess`)."""
+        return self.vision_tower.config.image_size
+
+    def lora_targets(self, names) -> list[str]:
+        """peft's target_modules for LoRA on the layers `names` (the vision tower is not in the wrapped model)."""
+        return list(names)
+
+    def language_parameters(self):
+        """(name, parameter) of the language model (under any LoRA wrapper): what `set_lm_trainables` sets."""
+        return self.base_lm.named_parameters()
+
     def embed(self, input_ids: torch.Tensor, visual_EIKD: torch.Tensor, check: bool = True) -> torch.Tensor:
         """Token embeddings with the visual tokens of each prompt's images, in prompt order, spliced in. `check`
         counts the image slots against the visual tokens (a device-to-host sync: the engine checks its prompts
         once instead)."""
-        slots = input_ids == self.image_token_id
-        embeds = self.base_lm.get_input_embeddings()(input_ids.masked_fill(slots, 0))
-        visual = visual_EIKD.reshape(-1, visual_EIKD.size(-1)).to(embeds.dtype)
-        # (on the meta device, where the cost model runs it, the slots have no values to count)
-        if check and slots.device.type != "meta" and int(slots.sum()) != visual.size(0):
-            raise ValueError(f"the prompts hold {int(slots.sum())} image slots but {visual.size(0)} visual tokens "
-                             "were given: frames per prompt or tokens per frame disagree")
-        return embeds.masked_scatter(slots.unsqueeze(-1), visual)
+        return splice_visual(self.base_lm.get_input_embeddings(), input_ids, self.image_token_id, visual_EIKD, check)
 
     def hidden_states(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, past_key_values=None,
                       use_cache: bool = False):
@@ -146,6 +165,14 @@ class MultimodalLM(nn.Module):
         out = self.base_lm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                          past_key_values=past_key_values, use_cache=use_cache)
         return out.last_hidden_state, getattr(out, "past_key_values", None)
+
+    def run(self, input_ids: torch.Tensor, visual_EIKD: torch.Tensor, attention_mask: torch.Tensor,
+            past_key_values=None, use_cache: bool = False, check: bool = True):
+        """(hidden states, cache) of prompts whose image slots hold `visual_EIKD`: `embed`, then `hidden_states`.
+        What every caller runs, so that a backbone whose positions depend on where the images lie (Qwen2.5-VL's
+        multimodal rotary positions) sees the token ids. With `past_key_values`, `input_ids` continue the cached
+        tokens and `attention_mask` covers both."""
+        return self.hidden_states(self.embed(input_ids, visual_EIKD, check), attention_mask, past_key_values, use_cache)
 
     def logits_at(self, hidden_ND: torch.Tensor) -> torch.Tensor:
         return self.base_lm.get_output_embeddings()(hidden_ND)

@@ -2,10 +2,13 @@
 
     [BOS] SYSTEM USER: <ctx><ctx><ctx><ctx>\nCONTEXT_LINE\n<q1>\nQUESTION ASSISTANT: ANSWER</s>USER: <q2>\n...
 
-The text comes from a template set (`templates.py`: the published one, or ours).
+The text comes from a template set (`templates.py`: the published one, or ours), spelled in the set's
+conversation format (LLaVA-1 as above, or ChatML for Qwen2.5-VL: `<|im_start|>user\n...<|im_end|>\n
+<|im_start|>assistant\n ANSWER<|im_end|>\n<|im_start|>user\n...`).
 
-Every image is <im_start> + K image slots + <im_end>, K = visual tokens per frame, so the splice of
-visual features and the [SEG] positions are found from the token ids, never from hard-coded offsets.
+Every image is an opening token + K image slots + a closing token (<im_start>/<im_end> for LISA,
+<|vision_start|>/<|vision_end|> for Qwen), K = visual tokens per frame, so the splice of visual features and
+the [SEG] positions are found from the token ids, never from hard-coded offsets.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import numpy as np
 import torch
 
 from glus.model.mllm.templates import PromptTemplates, get_templates
-from glus.model.mllm.tokenizer import IM_END, IM_START, IMAGE_TOKEN_INDEX, SEG_TOKEN
+from glus.model.mllm.tokenizer import IMAGE_TOKEN_INDEX, SEG_TOKEN
 
 IGNORE_INDEX = -100
 
@@ -57,11 +60,16 @@ class PromptBuilder:
         self.tok, self.k, self.num_context = tokenizer, tokens_per_frame, num_context
         self.im_start_end, self.label_mode = im_start_end, label_mode
         self.templates = get_templates(template)
-        ids = tokenizer.convert_tokens_to_ids([IM_START, IM_END, SEG_TOKEN])
-        if tokenizer.unk_token_id in ids or None in ids:
-            raise ValueError("the tokenizer lacks GLUS' special tokens: call add_glus_tokens(tokenizer) first")
-        self.im_start_id, self.im_end_id, self.seg_id = ids
-        self.image_id = IMAGE_TOKEN_INDEX
+        self.chat = chat = self.templates.chat_format
+        names = [chat.image_open, chat.image_close, SEG_TOKEN] + ([chat.image_slot] if chat.image_slot else [])
+        ids = tokenizer.convert_tokens_to_ids(names)
+        if None in ids or (tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids):
+            raise ValueError(f"the tokenizer lacks some of {names} (the {self.templates.chat!r} conversation's "
+                             f"tokens): call add_glus_tokens(tokenizer, {self.templates.chat!r}) first")
+        self.im_start_id, self.im_end_id, self.seg_id = ids[:3]
+        self.image_id = ids[3] if chat.image_slot else IMAGE_TOKEN_INDEX
+        self.turn_end_id = tokenizer.eos_token_id if chat.turn_end is None else \
+            tokenizer.convert_tokens_to_ids(chat.turn_end)
 
     def _text(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False)
@@ -86,20 +94,21 @@ class PromptBuilder:
         else:
             def round_text():
                 return t.inference_question, t.inference_answer
+        chat = self.chat
         ids = [self.tok.bos_token_id] if self.tok.bos_token_id is not None else []
-        ids += self._text(t.system + " ")
+        ids += self._text(chat.system_open + t.system + chat.system_close)
         labels = [IGNORE_INDEX] * len(ids)
         prefix_len = 0
         for q in range(num_query):
-            user = self._text("USER: ")
+            user = self._text((chat.between_turns if q else "") + chat.user_open)
             if q == 0:
                 for _ in range(self.num_context):
                     user += self._image()
                 user += self._text("\n" + t.context_line + "\n")
                 prefix_len = len(ids) + len(user)
             question, answer_text = round_text()
-            user += self._image() + self._text("\n" + question.format(exp=exp) + " ASSISTANT: ")
-            answer = self._text(answer_text) + [self.tok.eos_token_id]
+            user += self._image() + self._text("\n" + question.format(exp=exp) + chat.assistant_open)
+            answer = self._text(answer_text) + [self.turn_end_id]
             if answer.count(self.seg_id) != 1:
                 raise ValueError(f"the answer template must hold exactly one {SEG_TOKEN}")
             ids += user + answer

@@ -1,7 +1,9 @@
 """Tokenizers: the real one comes from a checkpoint folder; a tiny one is built offline, in code.
 
 The tiny tokenizer is a byte-level BPE trained (in well under a second) on the prompt templates and the
-synthetic videos' vocabulary, so it encodes any text and exercises the same code paths as LLaMA's.
+synthetic videos' vocabulary, so it encodes any text and exercises the same code paths as LLaMA's. The tiny
+Qwen tokenizer is transformers' own `Qwen2Tokenizer` (Qwen's pre-tokenizer split, byte-level BPE, NFC) over the
+same trained vocabulary and merges, with Qwen2.5-VL's special tokens added as its tokenizer.json adds them.
 """
 from __future__ import annotations
 
@@ -17,13 +19,18 @@ SEG_TOKEN = "[SEG]"
 SPECIAL_TOKENS = (SEG_TOKEN, IM_START, IM_END)  # LISA's added tokens
 
 
-def add_glus_tokens(tokenizer) -> list[int]:
-    """Add [SEG], <im_start> and <im_end> (LISA's added tokens) where missing; pad = unk as in LISA.
+def add_glus_tokens(tokenizer, chat: str = "llava_v1") -> list[int]:
+    """Add the tokens GLUS needs in conversation format `chat` where missing: [SEG], <im_start> and <im_end>
+    (LISA's added tokens) for LLaVA-1, [SEG] alone for ChatML (Qwen's vision tokens are its own); pad = unk
+    where the tokenizer has no pad token, as in LISA.
 
     Returns the ids of the tokens that were new (their embedding rows are the "new rows" a recipe may train).
     """
+    from glus.model.mllm.templates import CHATS
+
     before = len(tokenizer)
-    tokenizer.add_tokens([t for t in SPECIAL_TOKENS if t not in tokenizer.get_vocab()], special_tokens=True)
+    added = CHATS[chat].added_tokens
+    tokenizer.add_tokens([t for t in added if t not in tokenizer.get_vocab()], special_tokens=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token
     return list(range(before, len(tokenizer)))
@@ -57,6 +64,30 @@ def _tiny_tokenizer_json(vocab_size: int) -> str:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(_corpus(), trainer=trainer)
     return tok.to_str()
+
+
+# Qwen2.5-VL's added tokens, in the order of its tokenizer.json (ids 151643-151656 there, after the BPE vocabulary)
+QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                       "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+                       "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+
+
+def build_tiny_qwen_tokenizer(vocab_size: int = 512):
+    """A deterministic tiny tokenizer of Qwen2.5-VL's kind (`Qwen2Tokenizer`: no BOS, EOS <|im_end|>, pad
+    <|endoftext|>) with Qwen's special tokens after its vocabulary and GLUS' [SEG] after them."""
+    import json
+
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    model = json.loads(_tiny_tokenizer_json(vocab_size))["model"]
+    vocab = {k: v for k, v in model["vocab"].items() if k not in ("<unk>", "<s>", "</s>")}
+    vocab = {k: i for i, k in enumerate(sorted(vocab, key=vocab.get))}  # dense ids after dropping LLaMA's specials
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok.add_tokens([AddedToken(t, special=True) for t in QWEN_SPECIAL_TOKENS], special_tokens=True)
+    add_glus_tokens(tok, chat="chatml")
+    return tok
 
 
 def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:

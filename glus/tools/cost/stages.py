@@ -44,7 +44,7 @@ class StageCosts:
         """CLIP tower + pooling + projector on `frames` frames: affine in the frame count, so counted on 1 and
         2 frames (n f(1) - (n - 1) (2 f(1) - f(2)); CLIP has no batch-independent product, the second term is 0)."""
         mllm = self.model.mllm
-        size = mllm.vision_tower.config.image_size
+        size = mllm.image_size
 
         def run(n):
             return count_flops(mllm.encode_frames, _meta(n, 3, size, size, dtype=mllm.vision_tower.dtype))[1]

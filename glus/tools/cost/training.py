@@ -90,7 +90,7 @@ def _meta_clip_batch(model, builder, s: TrainingSettings):
     prompts = builder.collate(items, s.num_query)
     E, L = prompts.input_ids.shape
     frames = s.num_context + s.num_query
-    clip, sam = mllm.vision_tower.config.image_size, seg.image_size
+    clip, sam = mllm.image_size, seg.image_size
     prompts.input_ids = prompts.input_ids.to("meta")
     prompts.seg_positions = prompts.seg_positions.to("meta")
     prompts.attention_mask = _full_mask(E, L, L)
