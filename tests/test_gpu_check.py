@@ -78,3 +78,17 @@ def test_random_weights_builder_builds_the_recipes_model():
     assert shapes == {n: (tuple(p.shape), p.dtype, p.requires_grad) for n, p in reference.named_parameters()}
     assert model.mllm.base_lm.get_input_embeddings().weight.dtype == torch.bfloat16
     assert max(tokenizer.get_vocab().values()) < model.mllm.base_lm.get_input_embeddings().num_embeddings
+
+
+def test_dry_run_on_the_qwen_backbone(tmp_path, synth_root):
+    """`--backbone qwen2.5-vl-7b`: the tiny Qwen recipe trained under CPU ZeRO-2 and run by both loops."""
+    out = tmp_path / "gpu"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "glus", "tools", "gpu-check", "--dry", "--backbone", "qwen2.5-vl-7b",
+                           "--parts", "train", "infer", "--out", str(out), "--data", str(synth_root)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "gpu.json").read_text())
+    assert report["errors"] == {} and report["backbone"] == "qwen2.5-vl-7b"
+    assert report["settings"]["recipe"] == "recipes/synthetic_qwen.yaml"
+    assert report["parts"]["train"]["losses_finite"] and report["parts"]["infer"]["iou_mean"] > 0.99

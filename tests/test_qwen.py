@@ -199,3 +199,24 @@ def test_the_folder_builder_trains_lisas_set_on_qwen(tmp_path):
     grad = model.mllm.base_lm.get_input_embeddings().weight.grad
     rows = grad.abs().sum(1).nonzero().flatten().tolist()
     assert rows == [tokenizer.convert_tokens_to_ids("[SEG]")]  # new_rows: only [SEG]'s row moves
+
+
+@pytest.mark.parametrize("size,released", [("7b", 8.29e9), ("3b", 3.75e9)])
+def test_the_7b_and_3b_shapes_are_the_released_models(size, released):
+    """On the meta device: the Qwen part's parameters against the released models' sizes (their model cards:
+    8.29 B and 3.75 B), LoRA r=8 on q, v counted by hand, and the random-weights builder's model the same."""
+    from glus.model.build.qwen import QwenGLUSBuilder, RandomWeightsQwenGLUSBuilder
+    from glus.model.build.qwen import QWEN_TEXT
+
+    model, _ = QwenGLUSBuilder(size=size, qwen_folder="/nonexistent").build_on_meta()
+    qwen = sum(p.numel() for n, p in model.mllm.named_parameters() if "lora_" not in n)
+    assert abs(qwen - released) / released < 0.005
+    t = QWEN_TEXT[size]
+    head = t["hidden_size"] // t["num_attention_heads"]
+    q, v = t["hidden_size"], t["num_key_value_heads"] * head  # output widths of q_proj and v_proj
+    per_layer = 8 * t["hidden_size"] * 2 + 8 * (q + v)  # A (r x in) of both + B (out x r) of both
+    lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    assert lora == t["num_hidden_layers"] * per_layer
+    random, _ = RandomWeightsQwenGLUSBuilder(device="meta", size=size).build()
+    shapes = {n: (tuple(p.shape), p.requires_grad) for n, p in random.named_parameters()}
+    assert shapes == {n: (tuple(p.shape), p.requires_grad) for n, p in model.named_parameters()}

@@ -17,7 +17,8 @@ def _bench(args) -> int:
 def _gpu_check(args) -> int:
     from glus.tools.gpu_check import check
 
-    report = check(Path(args.out), dry=args.dry, device=args.device, data_root=args.data, parts=args.parts)
+    report = check(Path(args.out), dry=args.dry, device=args.device, data_root=args.data, parts=args.parts,
+                   backbone=args.backbone)
     print((Path(args.out) / "gpu.md").read_text())
     return 1 if report["errors"] else 0
 
@@ -27,8 +28,13 @@ def _model_summary(args) -> int:
     from glus.model.build.published import glus_7b_on_meta
     from glus.model.mllm.lora import format_report, trainable_report
 
-    memory = E2E_MEMORY if args.memory == "e2e" else None
-    model = glus_7b_on_meta(args.sam, memory=memory) if args.preset == "glus-7b" else tiny_glus()[0]
+    if args.recipe:  # the recipe's builder: a 7B-class one (LISA, Qwen2.5-VL) on the meta device
+        from glus.tools.cost import model_from_recipe
+
+        model = model_from_recipe(args.recipe)[0]
+    else:
+        memory = E2E_MEMORY if args.memory == "e2e" else None
+        model = glus_7b_on_meta(args.sam, memory=memory) if args.preset == "glus-7b" else tiny_glus()[0]
     print(format_report(trainable_report(model)))
     return 0
 
@@ -178,6 +184,9 @@ def add_parsers(sub) -> None:
                        "step time and MFU, engine vs faithful loop, streaming memory at 1080p/4K (glus.tools.gpu_check)")
     p.add_argument("--out", default="runs/gpu", help="writes gpu.json and gpu.md here")
     p.add_argument("--dry", action="store_true", help="the same script at the tiny shapes on the CPU (a rot check)")
+    p.add_argument("--backbone", choices=("lisa", "qwen2.5-vl-7b"), default="lisa",
+                   help="the multimodal LM: LISA-7B-v1 (GLUS-S, recipes/glus_standard.yaml) or Qwen2.5-VL-7B "
+                   "(recipes/glus_qwen2_5_vl_7b.yaml)")
     p.add_argument("--device", default=None, help="default: cuda (cpu with --dry)")
     p.add_argument("--data", default=None, help="synthetic training data (default: OUT/data, written if missing)")
     p.add_argument("--parts", nargs="+", choices=("train", "infer", "stream", "compile"),
@@ -187,6 +196,8 @@ def add_parsers(sub) -> None:
     model = sub.add_parser("model", help="model inspection").add_subparsers(dest="model_command", required=True)
     p = model.add_parser("summary", help="trainable parameters by module (the 7B shapes on the meta device)")
     p.add_argument("--preset", choices=("glus-7b", "tiny"), default="glus-7b")
+    p.add_argument("--recipe", help="a training recipe instead of --preset (e.g. recipes/glus_qwen2_5_vl_7b.yaml): "
+                   "its model at its shapes, no checkpoint read")
     p.add_argument("--sam", default="sam2_hiera_l", help="SAM-2 config for the glus-7b preset (published: SAM-2.0 L)")
     p.add_argument("--memory", choices=("published", "e2e"), default="published",
                    help="the published memory bank (frozen) or ours (trained end to end)")

@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from glus.tools.gpu_parts import DRY, FULL, CheckShapes, peak_tflops, run_part
+from glus.tools.gpu_parts import BACKBONES, SHAPES, CheckShapes, peak_tflops, run_part
 from glus.tools.gpu_report import format_report
 
 PARTS = ("train", "infer", "stream", "compile")  # in order of what matters most
@@ -49,8 +49,9 @@ def ensure_data(data_root: Path) -> Path:
 
 
 def check(out: Path, dry: bool = False, device: str | None = None, data_root: Path | None = None,
-          parts=PARTS, timeout: float | None = None) -> dict:
-    """Run the parts, each in its own process, and write OUT/gpu.json and OUT/gpu.md."""
+          parts=PARTS, timeout: float | None = None, backbone: str = "lisa") -> dict:
+    """Run the parts, each in its own process, and write OUT/gpu.json and OUT/gpu.md. backbone: "lisa" (GLUS-S,
+    recipes/glus_standard.yaml) or "qwen2.5-vl-7b" (recipes/glus_qwen2_5_vl_7b.yaml)."""
     import torch
 
     device = device or ("cpu" if dry else "cuda")
@@ -59,13 +60,14 @@ def check(out: Path, dry: bool = False, device: str | None = None, data_root: Pa
                          "(the same script at the tiny shapes on the CPU)")
     out.mkdir(parents=True, exist_ok=True)
     data_root = ensure_data(Path(data_root or out / "data"))
-    report = {"shapes": "tiny (dry run: figures mean nothing)" if dry else "7b", "device": peak_tflops(device)[0],
+    report = {"shapes": "tiny (dry run: figures mean nothing)" if dry else "7b", "backbone": backbone,
+              "device": peak_tflops(device)[0],
               "torch": torch.__version__, "cuda": torch.version.cuda, "parts": {}, "errors": {}}
     for part in parts:
         result = out / f"part_{part}.json"
         result.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "glus.tools.gpu_check", "--part", part, "--out", str(out), "--device", device,
-               "--data", str(data_root)] + (["--dry"] if dry else [])
+               "--data", str(data_root), "--backbone", backbone] + (["--dry"] if dry else [])
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         print(f"gpu-check {part}: {time.perf_counter() - start:.0f} s", flush=True)
@@ -74,7 +76,7 @@ def check(out: Path, dry: bool = False, device: str | None = None, data_root: Pa
         else:
             report["errors"][part] = f"exit {proc.returncode}: {proc.stderr[-3000:]}"
             print(report["errors"][part], file=sys.stderr)
-        _write(out, report, shapes=DRY if dry else FULL)
+        _write(out, report, shapes=SHAPES[backbone, dry])
     return report
 
 
@@ -94,12 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--data", required=True)
     p.add_argument("--dry", action="store_true")
+    p.add_argument("--backbone", choices=BACKBONES, default="lisa")
     args = p.parse_args(argv)
     if args.dry:
         import torch
 
         torch.manual_seed(0)
-    result = run_part(args.part, DRY if args.dry else FULL, args.device, Path(args.data))
+    result = run_part(args.part, SHAPES[args.backbone, args.dry], args.device, Path(args.data))
     from glus.io import atomic_write_json
 
     atomic_write_json(Path(args.out) / f"part_{args.part}.json", result)

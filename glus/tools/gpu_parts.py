@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
@@ -29,12 +29,20 @@ class CheckShapes:
     stream_sizes: dict = field(default_factory=dict)  # label -> (W, H)
     stream_mark: int = 100       # memory is read after this many frames and after the last
     compile_backend: str = "inductor"  # the compile part: `glus predict --compile BACKEND`
+    # at the 7B shapes the recipe's builder is replaced by this one: the same settings, random weights
+    random_builder: str = "glus.model.build.published.RandomWeightsGLUSBuilder"
 
 
 FULL = CheckShapes("7b", "recipes/glus_standard.yaml", 2, 6, 32, (854, 480), 4, 1000,
                    {"1080p": (1920, 1080), "4k": (3840, 2160)}, 100, "inductor")
 DRY = CheckShapes("tiny", "recipes/synthetic.yaml", 1, 2, 6, (160, 90), 2, 12,
                   {"1080p/8": (240, 135), "4k/8": (480, 270)}, 4, "eager")  # eager: graph capture only, fast
+# `--backbone qwen2.5-vl-7b`: GLUS on Qwen2.5-VL-7B (recipes/glus_qwen2_5_vl_7b.yaml); dry: the tiny Qwen recipe
+SHAPES = {("lisa", False): FULL, ("lisa", True): DRY,
+          ("qwen2.5-vl-7b", False): replace(FULL, recipe="recipes/glus_qwen2_5_vl_7b.yaml",
+                                            random_builder="glus.model.build.qwen.RandomWeightsQwenGLUSBuilder"),
+          ("qwen2.5-vl-7b", True): replace(DRY, recipe="recipes/synthetic_qwen.yaml")}
+BACKBONES = ("lisa", "qwen2.5-vl-7b")
 
 
 # ---- measuring ------------------------------------------------------------------------------------------
@@ -101,8 +109,7 @@ def builder_spec(shapes: CheckShapes, recipe: dict, device: str) -> dict:
     """The recipe's builder; at the 7B shapes the same settings with random weights on `device`."""
     spec = recipe["model"]["init_args"]["builder"]
     if shapes.name == "7b":
-        spec = {"class_path": "glus.model.build.published.RandomWeightsGLUSBuilder",
-                "init_args": {**spec["init_args"], "device": device}}
+        spec = {"class_path": shapes.random_builder, "init_args": {**spec["init_args"], "device": device}}
     return spec
 
 

@@ -125,15 +125,17 @@ class QwenGLUSBuilder:
         return self._finish(mllm, tokenizer, "cpu", self.sam_checkpoint), tokenizer
 
     def shaped(self, device, tokenizer):
-        """The model at this recipe's shapes built on `device` (random weights; none on "meta")."""
-        token_ids = token_ids_of(tokenizer) if tokenizer is not None else None
+        """The model at this recipe's shapes built on `device` (random weights; none on "meta"), its vision token
+        ids those of `tokenizer`."""
+        token_ids = token_ids_of(tokenizer)
         with torch.device(device), _default_dtype(getattr(torch, self.dtype)):
             vlm = Qwen2_5_VLForConditionalGeneration(qwen2_5_vl_config(self.size, token_ids))
             mllm = QwenVLMultimodalLM(vlm, self.image_size, self.clip_resize)
         return self._finish(mllm, tokenizer, device, None)
 
     def build_on_meta(self):
-        """(GLUS on the meta device at the `size` shapes, the folder's tokenizer or None)."""
+        """(GLUS on the meta device at the `size` shapes, the folder's tokenizer or None; without the folder the
+        vision token ids are the tiny Qwen tokenizer's, which the cost model then stands in with)."""
         tokenizer = None
         if Path(self.qwen_folder).is_dir():
             from transformers import AutoTokenizer
@@ -142,7 +144,7 @@ class QwenGLUSBuilder:
 
             tokenizer = AutoTokenizer.from_pretrained(self.qwen_folder, local_files_only=True)
             add_glus_tokens(tokenizer, chat="chatml")
-        return self.shaped("meta", tokenizer), tokenizer
+        return self.shaped("meta", tokenizer or build_tiny_qwen_tokenizer()), tokenizer
 
 
 class RandomWeightsQwenGLUSBuilder(QwenGLUSBuilder):

@@ -24,6 +24,7 @@ def _keep_rows(param: nn.Parameter, rows: list[int]) -> None:
     mask = torch.zeros(param.shape[0], 1, dtype=param.dtype, device=param.device)
     mask[rows] = 1
     param.register_hook(lambda grad: grad * mask.to(grad.dtype))
+    param.trainable_rows = len(set(rows))  # what `trainable_report` counts as trained
 
 
 def set_lm_trainables(mllm, embeddings: str = "all", lm_head: bool = True, projector: bool = True,
@@ -59,13 +60,15 @@ def _group(name: str, depth: int) -> str:
 
 
 def trainable_report(model: nn.Module, depth: int = 2) -> dict[str, tuple[int, int]]:
-    """{module group: (trainable parameters, all parameters)}; LoRA adapters counted apart."""
+    """{module group: (trainable parameters, all parameters)}; LoRA adapters counted apart; of an embedding
+    that trains only some rows (`set_lm_trainables`' new_rows), those rows."""
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for name, p in model.named_parameters():
         key = _group(name, depth)
         counts[key][1] += p.numel()
-        if p.requires_grad:
-            counts[key][0] += p.numel()
+        if p.requires_grad:  # an embedding that trains some rows only counts those
+            rows = getattr(p, "trainable_rows", None)
+            counts[key][0] += p.numel() if rows is None else rows * p[0].numel()
     return {k: (v[0], v[1]) for k, v in sorted(counts.items())}
 
 

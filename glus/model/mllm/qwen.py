@@ -119,12 +119,26 @@ class QwenVLMultimodalLM(nn.Module):
         """(N, 3, S, S) -> (N, K, D_lm): each frame an image through the vision encoder and the merger."""
         n = pixels_N3HW.size(0)
         gh, gw = pixels_N3HW.size(2) // self.patch, pixels_N3HW.size(3) // self.patch
-        grid = torch.tensor([[1, gh, gw]], device=pixels_N3HW.device).expand(n, 3)
+        grid = torch.tensor([[1, gh, gw]]).expand(n, 3)
         flat = patchify(pixels_N3HW, self.patch, self.merge, self.temporal).to(self.vision_tower.dtype)
         train_merger = any(p.requires_grad for p in self.projector.parameters())
+        on_meta = pixels_N3HW.device.type == "meta"
+        extra = self._index_on_cpu(grid, pixels_N3HW.device) if on_meta else {}
         with torch.set_grad_enabled((self.train_vision_tower or train_merger) and torch.is_grad_enabled()):
-            merged = self.vision_tower(flat, grid_thw=grid).pooler_output
+            merged = self.vision_tower(flat, grid_thw=grid.to(pixels_N3HW.device), **extra).pooler_output
         return merged.view(n, -1, merged.size(-1))
+
+    def _index_on_cpu(self, grid, device) -> dict:
+        """The vision encoder's indices (rotary positions, window order, segment bounds), computed by
+        transformers' own helpers from the grid on the CPU and given to it precomputed: on the meta device (the
+        cost model) the grid has no values to compute them from."""
+        from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids, get_vision_window_index
+
+        v = self.vision_tower
+        window, cu_window = get_vision_window_index(grid, v.spatial_merge_size, v.window_size, v.patch_size)
+        return {"position_ids": get_vision_position_ids(grid, v.spatial_merge_size).to(device),
+                "cu_seqlens": get_vision_cu_seqlens(grid), "window_index": window.to(device),
+                "cu_window_seqlens": cu_window}
 
     def token_shares(self, masks_FOSS: torch.Tensor) -> torch.Tensor:
         """(F, O, S, S) pixel shares -> (F, K, O) the share of each visual token (merged cell) each object covers."""
@@ -164,6 +178,9 @@ class QwenVLMultimodalLM(nn.Module):
         """As `MultimodalLM.run`, with M-RoPE positions. A cache made here remembers the position after its
         tokens (`rope_next`); a call continuing it starts there. A cache is meant to be extended and cropped back
         (the engine's windows): one that holds more tokens than when it was made is refused."""
+        if input_ids.device.type == "meta":  # the cost model: no ids to place the images by; text positions
+            return self.hidden_states(self.embed(input_ids, visual_EIKD, check), attention_mask, past_key_values,
+                                      use_cache)  # cost the same
         past = 0
         start = torch.zeros(1, dtype=torch.long, device=input_ids.device)
         if past_key_values is not None:

@@ -159,7 +159,7 @@ def _glus_units(stages: StageCosts, s: InferenceSettings, tokens: dict) -> dict:
     w, P = s.window, tokens["prefix"]
     one = stages.glus_pass(s.frames, 1)
     return {
-        "CLIP tower + projector, 1 frame": stages.clip(1),
+        "vision tower + projector, 1 frame": stages.clip(1),
         f"LLM, whole prompt ({tokens['full'][w]} tokens, window {w})": stages.llm(1, tokens["full"][w]),
         f"LLM, prefix ({P} tokens, once per video)": stages.llm(1, P),
         f"LLM, suffix ({tokens['suffix'][w]} tokens over a {P}-token KV cache)": stages.llm(1, tokens["suffix"][w], P),

@@ -7,12 +7,12 @@ import torch
 
 def model_from_recipe(path: str):
     """(model on the meta device, tokenizer or None, training settings) from a recipe file. LISA-based recipes
-    are built with LISA-7B-v1's shapes and no checkpoint (`LisaGLUSBuilder.build_on_meta`); other builders
+    are built with LISA-7B-v1's shapes and no checkpoint (`LisaGLUSBuilder.build_on_meta`), Qwen2.5-VL recipes
+    with the shapes of their `size` (`QwenGLUSBuilder.build_on_meta`); other builders
     build as usual (a SAM-2 checkpoint is not read: weights do not change costs), then move to meta."""
     import yaml
 
     from glus.errors import GlusError
-    from glus.model.build.published import LisaGLUSBuilder
     from glus.model.resolve import instantiate
     from glus.model.vos import VOSBuilder
 
@@ -29,7 +29,7 @@ def model_from_recipe(path: str):
              "gradient_checkpointing": bool(init.get("gradient_checkpointing", False)),
              "label_mode": init.get("label_mode", "seg"),
              "num_frames": clip.get("num_frames", 6), "objects": clip.get("max_objects", 3)}
-    if isinstance(builder, LisaGLUSBuilder):
+    if hasattr(builder, "build_on_meta"):  # the 7B-class builders (LISA, Qwen2.5-VL): their shapes, no checkpoint
         model, tokenizer = builder.build_on_meta()
         return model, tokenizer, train
     if isinstance(builder, VOSBuilder):

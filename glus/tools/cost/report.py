@@ -30,7 +30,7 @@ def _bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-COLUMNS = (("CLIP", ("clip",)), ("LLM", ("llm",)), ("SAM-2 encoder", ("sam_encoder",)),
+COLUMNS = (("vision", ("clip",)), ("LLM", ("llm",)), ("SAM-2 encoder", ("sam_encoder",)),
            ("decoder + [SEG] proj.", ("decode", "seg_projection")), ("memory", ("memory_read", "memory_write")),
            ("VOS path", VOS_PARTS))
 
@@ -120,7 +120,8 @@ def describe(model) -> str:
     parts = []
     if hasattr(model, "mllm"):
         v, lm = model.mllm.vision_tower.config, model.mllm.lm_config
-        parts.append(f"CLIP {v.num_hidden_layers} layers x {v.hidden_size} at {v.image_size} px "
+        tower = "Qwen2.5-VL vision encoder" if "qwen" in type(v).__name__.lower() else "CLIP"
+        parts.append(f"{tower} {v.num_hidden_layers} layers x {v.hidden_size} at {model.mllm.image_size} px "
                      f"({model.mllm.tokens_per_frame()} tokens per frame)")
         parts.append(f"LLM {lm.num_hidden_layers} layers x {lm.hidden_size}, vocabulary {lm.vocab_size}, "
                      f"{str(_dtype(model.mllm.language_model)).replace('torch.', '')}")

@@ -18,9 +18,14 @@ def prompt_builder(model, tokenizer=None, num_context: int = 4, label_mode: str 
     """(PromptBuilder of the model's template, whether the tokenizer is the model's own). Without a tokenizer
     the tiny one stands in: image slots are exact (the model's tokens per frame), text lengths approximate."""
     from glus.model.mllm import PromptBuilder, build_tiny_tokenizer
+    from glus.model.mllm.templates import get_templates
+    from glus.model.mllm.tokenizer import build_tiny_qwen_tokenizer
 
     own = tokenizer is not None
-    builder = PromptBuilder(tokenizer or build_tiny_tokenizer(), tokens_per_frame=model.mllm.tokens_per_frame(),
+    if not own:  # the tiny tokenizer of the model's conversation format
+        chatml = get_templates(model.template).chat == "chatml"
+        tokenizer = build_tiny_qwen_tokenizer() if chatml else build_tiny_tokenizer()
+    builder = PromptBuilder(tokenizer, tokens_per_frame=model.mllm.tokens_per_frame(),
                             num_context=num_context, label_mode=label_mode, template=model.template)
     return builder, own
 
