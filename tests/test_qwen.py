@@ -33,7 +33,7 @@ def test_frames_are_patched_as_qwens_own_processor_patches_them():
     torch.testing.assert_close(patchify(x, 14, 2, 2), ref["pixel_values"].float(), rtol=0, atol=1e-5)
 
 
-def _reference_hidden(mllm, batch, visual_frames):
+def _reference_hidden(mllm, batch):
     """transformers' Qwen2_5_VLModel forward on the same prompts, from pixel values in its processor's layout."""
     p = batch.prompts
     frames = batch.clip_frames[batch.video_index].flatten(0, 1)  # every prompt's images, in prompt order
@@ -56,7 +56,7 @@ def test_run_equals_transformers_qwen_forward(qwen_setup):
     visual = mllm.encode_frames(batch.clip_frames.flatten(0, 1))
     visual = visual.view(V, Fn, *visual.shape[1:])[batch.video_index]
     ours, _ = mllm.run(p.input_ids, visual, p.attention_mask)
-    ref = _reference_hidden(mllm, batch, visual)
+    ref = _reference_hidden(mllm, batch)
     valid = p.attention_mask.bool()
     torch.testing.assert_close(ours[valid], ref[valid], rtol=0, atol=1e-5)
     # the positions matter at these shapes: plain text positions give other states
