@@ -119,11 +119,9 @@ class LisaGLUSBuilder:
         return GLUS(mllm, segmenter, LossWeights(**(self.loss_weights or {})), template=self.template), tokenizer
 
 
-class RandomWeightsGLUSBuilder(LisaGLUSBuilder):
-    """`LisaGLUSBuilder`'s model (the same recipe settings, LISA-7B-v1 + SAM-2 shapes) with random weights, built
-    straight on `device`: what `glus tools gpu-check` trains and runs where no checkpoint is present. The checkpoint
-    paths of the recipe are accepted and not read. The tokenizer is the tiny one (LISA's is not offline); its
-    ids fit LISA's 32003-row embedding. Speed and memory only: never for results."""
+class RandomWeights:
+    """Mixed into a folder builder: the same recipe settings, random weights built straight on `device`, no
+    checkpoint read (the recipe's paths are accepted and ignored). Speed and memory only: never for results."""
 
     def __init__(self, device: str = "cuda", **kwargs):
         super().__init__(**kwargs)
@@ -131,6 +129,13 @@ class RandomWeightsGLUSBuilder(LisaGLUSBuilder):
 
     def required_paths(self) -> list[tuple[str, str]]:
         return []
+
+
+class RandomWeightsGLUSBuilder(RandomWeights, LisaGLUSBuilder):
+    """`LisaGLUSBuilder`'s model (the same recipe settings, LISA-7B-v1 + SAM-2 shapes) with random weights, built
+    straight on `device`: what `glus tools gpu-check` trains and runs where no checkpoint is present. The checkpoint
+    paths of the recipe are accepted and not read. The tokenizer is the tiny one (LISA's is not offline); its
+    ids fit LISA's 32003-row embedding. Speed and memory only: never for results."""
 
     def build(self):
         tokenizer = build_tiny_tokenizer()

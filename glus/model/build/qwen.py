@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-from glus.model.build.published import _default_dtype
+from glus.model.build.published import RandomWeights, _default_dtype
 from glus.model.build.tiny import TinyGLUSBuilder
 from glus.model.glus import GLUS
 from glus.model.losses import LossWeights
 from glus.model.mllm.lora import apply_lora, set_lm_trainables
 from glus.model.mllm.qwen import QwenVLMultimodalLM
-from glus.model.mllm.templates import get_templates
+from glus.model.mllm.templates import CHATS, get_templates
 from glus.model.mllm.tokenizer import build_tiny_qwen_tokenizer
 from glus.model.segmenter import SAM2Segmenter
 from glus.model.weights.qwen import VISION_TOKENS, load_qwen_vl
@@ -156,16 +156,9 @@ class QwenGLUSBuilder:
         return self.shaped("meta", tokenizer or build_tiny_qwen_tokenizer()), tokenizer
 
 
-class RandomWeightsQwenGLUSBuilder(QwenGLUSBuilder):
+class RandomWeightsQwenGLUSBuilder(RandomWeights, QwenGLUSBuilder):
     """`QwenGLUSBuilder`'s model at the `size` shapes with random weights on `device`, and the tiny Qwen tokenizer
     (its ids fit the 152k-row embedding; the config's vision token ids are set to its): for speed and memory."""
-
-    def __init__(self, device: str = "cuda", **kwargs):
-        super().__init__(**kwargs)
-        self.device = device
-
-    def required_paths(self) -> list[tuple[str, str]]:
-        return []
 
     def build(self):
         tokenizer = build_tiny_qwen_tokenizer()
@@ -173,4 +166,4 @@ class RandomWeightsQwenGLUSBuilder(QwenGLUSBuilder):
 
 
 def _new_ids(tokenizer) -> list[int]:
-    return [tokenizer.convert_tokens_to_ids(t) for t in get_templates("chatml_published").chat_format.added_tokens]
+    return tokenizer.convert_tokens_to_ids(list(CHATS["chatml"].added_tokens))

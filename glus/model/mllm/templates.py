@@ -18,6 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+IM_START, IM_END = "<im_start>", "<im_end>"
+SEG_TOKEN = "[SEG]"
+SPECIAL_TOKENS = (SEG_TOKEN, IM_START, IM_END)  # LISA's added tokens
+
 LLAVA_V1_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
                    "The assistant gives helpful, detailed, and polite answers to the human's questions.")
 
@@ -41,13 +45,13 @@ class ChatFormat:
 CHATS = {
     # LISA / LLaVA-1: "SYSTEM USER: <image>\n... ASSISTANT: answer</s>USER: ..."; LISA adds <im_start>, <im_end>
     "llava_v1": ChatFormat(system_open="", system_close=" ", user_open="USER: ", assistant_open=" ASSISTANT: ",
-                           turn_end=None, between_turns="", image_open="<im_start>", image_slot=None,
-                           image_close="<im_end>", added_tokens=("[SEG]", "<im_start>", "<im_end>")),
+                           turn_end=None, between_turns="", image_open=IM_START, image_slot=None,
+                           image_close=IM_END, added_tokens=SPECIAL_TOKENS),
     # Qwen2.5-VL's chat template; its vision tokens are its own (in its vocabulary), so GLUS adds only [SEG]
     "chatml": ChatFormat(system_open="<|im_start|>system\n", system_close="<|im_end|>\n",
                          user_open="<|im_start|>user\n", assistant_open="<|im_end|>\n<|im_start|>assistant\n",
                          turn_end="<|im_end|>", between_turns="\n", image_open="<|vision_start|>",
-                         image_slot="<|image_pad|>", image_close="<|vision_end|>", added_tokens=("[SEG]",)),
+                         image_slot="<|image_pad|>", image_close="<|vision_end|>", added_tokens=(SEG_TOKEN,)),
 }
 QWEN_SYSTEM = "You are a helpful assistant."
 

@@ -11,12 +11,12 @@ from functools import lru_cache
 
 from transformers import PreTrainedTokenizerFast
 
+from glus.model.mllm.templates import CHATS, TEMPLATES
+from glus.model.mllm.templates import IM_END, IM_START, SEG_TOKEN, SPECIAL_TOKENS  # noqa: F401 (re-exported)
+
 # Image slots use LLaVA's placeholder id: it is not in the vocabulary, so loading a checkpoint never needs a
 # resized embedding matrix; the embedding layer never sees it (the slots are overwritten by visual tokens).
 IMAGE_TOKEN_INDEX = -200
-IM_START, IM_END = "<im_start>", "<im_end>"
-SEG_TOKEN = "[SEG]"
-SPECIAL_TOKENS = (SEG_TOKEN, IM_START, IM_END)  # LISA's added tokens
 
 
 def add_glus_tokens(tokenizer, chat: str = "llava_v1") -> list[int]:
@@ -26,8 +26,6 @@ def add_glus_tokens(tokenizer, chat: str = "llava_v1") -> list[int]:
 
     Returns the ids of the tokens that were new (their embedding rows are the "new rows" a recipe may train).
     """
-    from glus.model.mllm.templates import CHATS
-
     before = len(tokenizer)
     added = CHATS[chat].added_tokens
     tokenizer.add_tokens([t for t in added if t not in tokenizer.get_vocab()], special_tokens=True)
@@ -37,7 +35,6 @@ def add_glus_tokens(tokenizer, chat: str = "llava_v1") -> list[int]:
 
 
 def _corpus() -> list[str]:
-    from glus.model.mllm.templates import TEMPLATES
     from glus.vocabulary import COLOURS, MOTION_PHRASES, PLURAL_MOTION, SHAPES
 
     words = list(COLOURS) + list(SHAPES) + ["grey", "bar", "object", "objects", "two", "three", "the", "that", "is"]
